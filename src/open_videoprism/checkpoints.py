@@ -1,0 +1,380 @@
+"""Checkpoint formats: the official JAX ``.npz``, ours (safetensors + config), and loading.
+
+* Official ``.npz`` (``flax_*_repeated.npz``): flattened ``params/...`` keys,
+  transformer layers stacked on a leading axis, LayerNorm ``scale`` = gamma - 1,
+  attention weights ``[D, heads, head_dim]``. Released files carry no config, so
+  :func:`infer_config` rebuilds it from the parameter shapes.
+* Ours: a ``.safetensors`` file whose metadata holds ``format`` and the model
+  ``config`` (JSON); :func:`save_checkpoint` writes it atomically.
+* Hugging Face transformers VideoPrism folders are read by
+  :mod:`open_videoprism.hf`.
+
+Nothing here unpickles: ``np.load(allow_pickle=False)`` and safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from open_videoprism.errors import CheckpointError
+from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
+from open_videoprism.models.registry import create_model
+from open_videoprism.models.videoprism import VideoPrism
+
+FORMAT = "open_videoprism"
+FORMAT_VERSION = "1"
+
+# Released checkpoints: registry name -> (Hugging Face repo, file). Nothing is
+# downloaded at run time; these names only produce instructions.
+PUBLIC_CHECKPOINTS: dict[str, tuple[str, str]] = {
+    "videoprism_public_v1_base": ("google/videoprism-base-f16r288", "flax_base_f16r288_repeated.npz"),
+    "videoprism_public_v1_large": ("google/videoprism-large-f8r288", "flax_large_f8r288_repeated.npz"),
+    "videoprism_lvt_public_v1_base": ("google/videoprism-lvt-base-f16r288", "flax_lvt_base_f16r288_repeated.npz"),
+    "videoprism_lvt_public_v1_large": ("google/videoprism-lvt-large-f8r288", "flax_lvt_large_f8r288_repeated.npz"),
+}
+
+_STACKS = {
+    "spatial_encoder/transformers_stack/x_layers": "encoder.spatial.blocks",
+    "temporal_encoder/transformers_stack/x_layers": "encoder.temporal.blocks",
+    "auxiliary_encoder/transformers_stack/x_layers": "auxiliary.blocks",
+    "text_encoder/unimodal_transformer/x_layers": "text.transformer.blocks",
+}
+# Within a transformer layer (official sub-path -> our sub-module).
+_BLOCK_PARTS = {
+    "layer_norm": "norm1",
+    "pre_layer_norm": "norm1",
+    "post_layer_norm": "post_norm1",
+    "ff_layer/layer_norm": "norm2",
+    "ff_layer/pre_layer_norm": "norm2",
+    "ff_layer/post_layer_norm": "post_norm2",
+    "self_attention/query": "attn.q",
+    "self_attention/key": "attn.k",
+    "self_attention/value": "attn.v",
+    "self_attention/post": "attn.out",
+    "ff_layer/ffn_layer1/linear": "mlp.fc1",
+    "ff_layer/ffn_layer2/linear": "mlp.fc2",
+}
+_SINGLES = {
+    "spatial_pos_emb/emb_var": "encoder.spatial_pos",
+    "temporal_pos_emb/emb_var": "encoder.temporal_pos",
+    "spatial_ln": "encoder.spatial_norm",
+    "temporal_ln": "encoder.temporal_norm",
+    "contrastive_vision_pooler/pooling_attention_query": "pooler.query",
+    "contrastive_vision_pooler/pooling_attention/query": "pooler.attn.q",
+    "contrastive_vision_pooler/pooling_attention/key": "pooler.attn.k",
+    "contrastive_vision_pooler/pooling_attention/value": "pooler.attn.v",
+    "contrastive_vision_pooler/pooling_attention/post": "pooler.attn.out",
+    "contrastive_vision_pooler/pooling_attention/per_dim_scale/per_dim_scale": "pooler.attn.per_dim_scale",
+    "contrastive_vision_pooler/pooling_attention_layer_norm": "pooler.norm",
+    "text_encoder/token_emb/emb_var": "text.token_embed.weight",
+    "text_encoder/cls_emb": "text.cls",
+    "text_encoder/unimodal_ln": "text.norm",
+}
+
+
+def _strip(key: str) -> str:
+    """``params/vision_encoder/x`` -> ``x``; ``params/x`` -> ``x``."""
+    key = key[len("params/"):] if key.startswith("params/") else key
+    return key[len("vision_encoder/"):] if key.startswith("vision_encoder/") else key
+
+
+def _convert_leaf(module: str, leaf: str, value: np.ndarray, patch_size: int) -> dict[str, np.ndarray]:
+    """One official leaf -> our tensors. ``module`` is our sub-module path."""
+    if leaf == "scale":  # LayerNorm stores gamma - 1
+        return {f"{module}.weight": value + 1.0}
+    if leaf in ("bias", "b") and value.ndim == 2:  # q/k/v bias [heads, head_dim]
+        return {f"{module}.bias": value.reshape(-1)}
+    if leaf in ("bias", "b"):
+        return {f"{module}.bias": value}
+    if leaf == "kernel":  # Dense [in, out]
+        return {f"{module}.weight": value.T}
+    if leaf == "w":  # attention [D, heads, head_dim]
+        flat = value.reshape(value.shape[0], -1)
+        return {f"{module}.weight": flat if module.endswith(".out") else flat.T}
+    raise CheckpointError(f"unexpected official parameter leaf {leaf!r} under {module!r}")
+
+
+def official_to_state_dict(arrays: Mapping[str, np.ndarray], patch_size: int = 18) -> dict[str, torch.Tensor]:
+    """Map official ``params/...`` arrays to our state dict (layers unstacked)."""
+    out: dict[str, np.ndarray] = {}
+    for raw_key, value in arrays.items():
+        key = _strip(raw_key)
+        value = np.asarray(value, dtype=np.float32)
+        if key.startswith("patch_projection/linear/"):
+            leaf = key.rsplit("/", 1)[1]
+            if leaf == "kernel":
+                d = value.shape[1]
+                w = value.reshape(patch_size, patch_size, 3, d).transpose(3, 2, 0, 1)
+                out["encoder.patch_embed.weight"] = w
+            else:
+                out["encoder.patch_embed.bias"] = value
+            continue
+        for src, dst in _STACKS.items():
+            if key.startswith(src + "/"):
+                rest = key[len(src) + 1:]
+                part, leaf = rest.rsplit("/", 1)
+                if part not in _BLOCK_PARTS:
+                    raise CheckpointError(f"unknown official parameter {raw_key!r}")
+                for i in range(value.shape[0]):
+                    out.update(_convert_leaf(f"{dst}.{i}.{_BLOCK_PARTS[part]}", leaf, value[i], patch_size))
+                break
+        else:
+            if key in _SINGLES:
+                out[_SINGLES[key]] = value
+                continue
+            part, leaf = key.rsplit("/", 1)
+            if part not in _SINGLES:
+                raise CheckpointError(f"unknown official parameter {raw_key!r}")
+            out.update(_convert_leaf(_SINGLES[part], leaf, value, patch_size))
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+
+
+def infer_config(shapes: Mapping[str, Iterable[int]], logit_cap: float = 50.0) -> VideoPrismConfig:
+    """Rebuild the model config from official parameter shapes alone.
+
+    ``shapes`` maps official keys (``params/...``) to shapes. The logit cap is
+    not visible in the shapes; every released model uses 50.
+    """
+    s = {_strip(k): tuple(int(x) for x in v) for k, v in shapes.items()}
+
+    def get(key: str) -> tuple[int, ...]:
+        if key not in s:
+            raise CheckpointError(f"not an official VideoPrism parameter tree: missing {key!r}")
+        return s[key]
+
+    k_in, width = get("patch_projection/linear/kernel")
+    patch = int(round((k_in / 3) ** 0.5))
+    n_spatial = get("spatial_pos_emb/emb_var")[0]
+    grid = int(round(n_spatial**0.5))
+    if patch * patch * 3 != k_in or grid * grid != n_spatial:
+        raise CheckpointError(f"patch kernel {k_in} or spatial table {n_spatial} is not square")
+
+    def stack(prefix: str) -> tuple[int, int, int]:
+        layers, _, heads, _ = get(f"{prefix}/self_attention/query/w")
+        mlp = get(f"{prefix}/ff_layer/ffn_layer1/linear/kernel")[-1]
+        return layers, heads, mlp
+
+    sp_layers, heads, mlp = stack("spatial_encoder/transformers_stack/x_layers")
+    tp_layers, _, _ = stack("temporal_encoder/transformers_stack/x_layers")
+    vision = VisionConfig(
+        patch_size=patch,
+        grid=grid,
+        num_frames=get("temporal_pos_emb/emb_var")[0],
+        width=width,
+        spatial_layers=sp_layers,
+        temporal_layers=tp_layers,
+        num_heads=heads,
+        mlp_dim=mlp,
+        logit_cap=logit_cap,
+    )
+    aux_key = "auxiliary_encoder/transformers_stack/x_layers/self_attention/query/w"
+    aux_layers = s[aux_key][0] if aux_key in s else 0
+    pool_key = "contrastive_vision_pooler/pooling_attention/query/w"
+    pooler_dim = s[pool_key][1] * s[pool_key][2] if pool_key in s else 0
+    text = None
+    if "text_encoder/token_emb/emb_var" in s:
+        vocab, t_width = s["text_encoder/token_emb/emb_var"]
+        t_layers, t_heads, t_mlp = stack("text_encoder/unimodal_transformer/x_layers")
+        hybrid = "text_encoder/unimodal_transformer/x_layers/pre_layer_norm/scale" in s
+        text = TextConfig(
+            vocab_size=vocab,
+            width=t_width,
+            num_layers=t_layers,
+            num_heads=t_heads,
+            mlp_dim=t_mlp,
+            logit_cap=logit_cap,
+            norm_policy="primer_hybrid" if hybrid else "pre",
+        )
+    return VideoPrismConfig(vision=vision, auxiliary_layers=aux_layers, pooler_dim=pooler_dim, text=text)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def load_official(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str, torch.Tensor]]:
+    """Read an official ``.npz`` checkpoint: ``(inferred config, our state dict)``."""
+    arrays = _read_npz(Path(path))
+    if not any(k.startswith("params/") for k in arrays):
+        raise CheckpointError(f"{path}: no 'params/...' keys; not an official VideoPrism .npz checkpoint")
+    cfg = infer_config({k: v.shape for k, v in arrays.items()})
+    return cfg, official_to_state_dict(arrays, cfg.vision.patch_size)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    state_dict: Mapping[str, torch.Tensor],
+    config: VideoPrismConfig,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``state_dict`` and ``config`` as one safetensors file, atomically.
+
+    The file is written next to ``path`` and renamed into place, so a crash
+    never leaves a half-written checkpoint under the final name.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}
+    meta.update(metadata or {})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """``(metadata, tensors)`` of a safetensors file, with a clear error if it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return meta, load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str, torch.Tensor]]:
+    """Read one of our safetensors checkpoints: ``(config, state dict)``."""
+    meta, tensors = read_safetensors(path)
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(
+            f"{path}: safetensors file without open_videoprism metadata; convert it with "
+            "`videoprism convert` (official .npz) or pass the Hugging Face model folder"
+        )
+    return VideoPrismConfig.from_json(meta["config"]), tensors
+
+
+def _public_name_error(name: str) -> CheckpointError:
+    repo, filename = PUBLIC_CHECKPOINTS[name]
+    return CheckpointError(
+        f"{name!r} is a released checkpoint, and this library never downloads at run time: "
+        f"fetch {filename} from https://huggingface.co/{repo} (e.g. `huggingface-cli download {repo} "
+        f"{filename}`) and pass the file's path to ovp.load() or `videoprism convert`"
+    )
+
+
+def read_any(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str, torch.Tensor]]:
+    """Config and state dict from any supported source (see :func:`load`)."""
+    if isinstance(path, str) and path in PUBLIC_CHECKPOINTS:
+        raise _public_name_error(path)
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file or folder")
+    if p.is_dir():
+        from open_videoprism import hf
+
+        if (p / "config.json").exists():
+            return hf.load_hf_folder(p)
+        final = p / "final" / "model.safetensors"  # a training run folder
+        if final.exists():
+            return load_checkpoint(final)
+        raise CheckpointError(f"{p}: a folder without config.json (HF format) or final/model.safetensors (a run)")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head[:4] == b"PK\x03\x04":
+        return load_official(p)
+    if p.suffix == ".safetensors":
+        return load_checkpoint(p)
+    raise CheckpointError(
+        f"{p}: unknown checkpoint format; expected an official .npz, an open_videoprism "
+        ".safetensors, or a Hugging Face VideoPrism model folder"
+    )
+
+
+def load(
+    path: str | os.PathLike,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    strict: bool = True,
+) -> VideoPrism:
+    """Load a model in eval mode from an official ``.npz``, one of our
+    ``.safetensors`` files, a Hugging Face VideoPrism folder, or a run folder.
+
+    >>> model = load("flax_lvt_base_f16r288_repeated.npz", dtype=torch.bfloat16)
+    """
+    cfg, state = read_any(path)
+    model = create_model(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{path}: parameters do not match the model config (missing: {sorted(missing)[:5]}, "
+            f"unexpected: {sorted(unexpected)[:5]})"
+        )
+    return model.to(dtype=dtype, device=device).eval()
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Path, VideoPrismConfig]:
+    """Convert any supported checkpoint to our safetensors format."""
+    cfg, state = read_any(src)
+    create_model(cfg).load_state_dict(state, strict=True)  # validates before writing
+    return save_checkpoint(dst, state, cfg, {"source": Path(src).name}), cfg
+
+
+def state_shapes(config: VideoPrismConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of a config without allocating it (meta device)."""
+    with torch.device("meta"):
+        model = VideoPrism(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def parse_param_listing(text: str) -> dict[str, tuple[int, ...]]:
+    """Parse lines ``params/... (a, b, c)`` (the fixture listings) into shapes."""
+    shapes = {}
+    for m in re.finditer(r"(params/\S+)\s*[:=]?\s*\(([\d,\s]*)\)", text):
+        shapes[m.group(1)] = tuple(int(x) for x in m.group(2).replace(",", " ").split())
+    return shapes
+
+
+def describe(config: VideoPrismConfig) -> dict[str, Any]:
+    """A short summary for CLIs and logs."""
+    v = config.vision
+    return {
+        "width": v.width,
+        "layers": f"{v.spatial_layers}+{v.temporal_layers}",
+        "heads": v.num_heads,
+        "frames": v.num_frames,
+        "image": v.image_size,
+        "video_text": config.text is not None,
+    }
+
+
+__all__ = [
+    "PUBLIC_CHECKPOINTS",
+    "convert",
+    "describe",
+    "infer_config",
+    "load",
+    "load_checkpoint",
+    "load_official",
+    "official_to_state_dict",
+    "parse_param_listing",
+    "read_any",
+    "save_checkpoint",
+    "state_shapes",
+]

@@ -1,0 +1,1 @@
+"""The ``videoprism`` command line. Each subcommand lives in its own module."""

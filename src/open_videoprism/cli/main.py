@@ -1,0 +1,73 @@
+"""Entry point of the ``videoprism`` console script.
+
+Each subcommand lives in a module of this package that defines
+``register(subparsers)``; the module adds its parser and sets ``func`` to a
+callable taking the parsed ``argparse.Namespace`` and returning an exit code.
+Modules are imported lazily only for the parser, so ``videoprism --help`` stays
+fast and one broken optional dependency does not take the whole CLI down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from open_videoprism.errors import UserError
+
+# Order here is the order in `videoprism --help`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "convert",
+    "embed",
+    "data",
+    "pretrain",
+    "evaluate",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videoprism",
+        description=(
+            "VideoPrism in PyTorch: convert released checkpoints, extract features, "
+            "generate the synthetic benchmark, pretrain (stage 1 contrastive, stage 2 "
+            "masked distillation) and evaluate frozen backbones."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"open_videoprism.cli.{name}")
+        except ModuleNotFoundError as exc:  # a command module not written yet
+            if exc.name == f"open_videoprism.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

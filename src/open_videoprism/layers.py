@@ -1,0 +1,236 @@
+"""Transformer building blocks with the arithmetic of the official VideoPrism code.
+
+Conventions that matter for parity (see docs/architecture.md):
+
+* LayerNorm eps is 1e-6. Our ``weight`` is gamma itself; the official checkpoints
+  store gamma - 1, and the converter adds the 1.
+* Self-attention logits are soft-capped, ``cap * tanh(logits / cap)``, before
+  masking; the softmax runs in float32; masked logits become a large *finite*
+  negative number, so a fully masked row attends uniformly instead of giving NaN.
+* A ``key_mask`` (True = valid token) masks keys in attention and zeroes the MLP
+  output of invalid tokens, as the official ``paddings`` do.
+* The attention-pooling (MAP) head scales queries with a learned per-dim scale
+  (softplus, 1.442695041 / sqrt(head_dim)) and has no logit cap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+LN_EPS = 1e-6
+# Official: where(mask, logits, -0.7 * float32 max).
+_MASK_VALUE = -0.7 * torch.finfo(torch.float32).max
+# 1 / softplus(0): makes PerDimScale exactly 1/sqrt(head_dim) at init.
+_R_SOFTPLUS_0 = 1.442695041
+
+NormPolicy = Literal["pre", "primer_hybrid"]
+
+
+def layer_norm(dim: int) -> nn.LayerNorm:
+    """LayerNorm with the official epsilon."""
+    return nn.LayerNorm(dim, eps=LN_EPS)
+
+
+def gelu_exact(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="none")
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": gelu_exact,
+    "relu": F.relu,
+}
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate q/k/v/out projections (all with bias).
+
+    Args:
+        dim: input (and output) width.
+        num_heads: number of heads.
+        hidden_dim: total q/k/v width (``num_heads * head_dim``); ``dim`` by default.
+        logit_cap: tanh soft-cap of the logits; 0 disables it.
+        per_dim_scale: learn a per-dimension query scale (MAP head) instead of
+            the fixed ``head_dim ** -0.5``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        hidden_dim: int | None = None,
+        logit_cap: float = 0.0,
+        per_dim_scale: bool = False,
+    ) -> None:
+        super().__init__()
+        hidden_dim = hidden_dim or dim
+        if hidden_dim % num_heads:
+            raise ValueError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = hidden_dim // num_heads
+        self.logit_cap = float(logit_cap)
+        self.q = nn.Linear(dim, hidden_dim)
+        self.k = nn.Linear(dim, hidden_dim)
+        self.v = nn.Linear(dim, hidden_dim)
+        self.out = nn.Linear(hidden_dim, dim)
+        if per_dim_scale:
+            self.per_dim_scale = nn.Parameter(torch.zeros(self.head_dim))
+        else:
+            self.register_parameter("per_dim_scale", None)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """Attend from ``x`` [B, T, D] to ``context`` [B, S, D] (``x`` if None).
+
+        ``key_mask`` [B, S] bool, True where the key is a valid token.
+        """
+        context = x if context is None else context
+        q, k, v = self._split(self.q(x)), self._split(self.k(context)), self._split(self.v(context))
+        if self.per_dim_scale is not None:
+            scale = (_R_SOFTPLUS_0 / math.sqrt(self.head_dim)) * F.softplus(self.per_dim_scale)
+            q = q * scale.to(q.dtype)
+        else:
+            q = q * self.head_dim**-0.5
+        logits = q @ k.transpose(-1, -2)
+        if self.logit_cap > 0:
+            logits = self.logit_cap * torch.tanh(logits / self.logit_cap)
+        logits = logits.float()
+        if key_mask is not None:
+            logits = logits.masked_fill(~key_mask[:, None, None, :], _MASK_VALUE)
+        if causal:
+            t, s = logits.shape[-2:]
+            future = torch.ones(t, s, dtype=torch.bool, device=logits.device).triu(1)
+            logits = logits.masked_fill(future, _MASK_VALUE)
+        probs = logits.softmax(dim=-1).to(v.dtype)
+        out = (probs @ v).transpose(1, 2).flatten(2)
+        return self.out(out)
+
+
+class Mlp(nn.Module):
+    """Dense -> activation -> Dense."""
+
+    def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu") -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.act = ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.act(self.fc1(x))
+        if keep is not None:  # official: zero padded tokens after each dense layer
+            h = h * keep
+        h = self.fc2(h)
+        if keep is not None:
+            h = h * keep
+        return h
+
+
+class Block(nn.Module):
+    """One transformer layer: ``x + Attn(LN(x))`` then ``x + MLP(LN(x))``.
+
+    ``norm_policy="primer_hybrid"`` (giant text tower) adds a LayerNorm after
+    each sub-block too.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        activation: str = "gelu",
+        logit_cap: float = 0.0,
+        norm_policy: NormPolicy = "pre",
+    ) -> None:
+        super().__init__()
+        self.norm1 = layer_norm(dim)
+        self.attn = Attention(dim, num_heads, logit_cap=logit_cap)
+        self.norm2 = layer_norm(dim)
+        self.mlp = Mlp(dim, mlp_dim, activation)
+        self.hybrid = norm_policy == "primer_hybrid"
+        if self.hybrid:
+            self.post_norm1 = layer_norm(dim)
+            self.post_norm2 = layer_norm(dim)
+
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None = None, causal: bool = False
+    ) -> torch.Tensor:
+        h = self.attn(self.norm1(x), key_mask=key_mask, causal=causal)
+        if self.hybrid:
+            h = self.post_norm1(h)
+        x = x + h
+        keep = None if key_mask is None else key_mask[..., None].to(x.dtype)
+        h = self.mlp(self.norm2(x), keep)
+        if self.hybrid:
+            h = self.post_norm2(h)
+        return x + h
+
+
+class Transformer(nn.Module):
+    """A stack of :class:`Block` with optional activation checkpointing."""
+
+    def __init__(
+        self,
+        depth: int,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        activation: str = "gelu",
+        logit_cap: float = 0.0,
+        norm_policy: NormPolicy = "pre",
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        self.causal = causal
+        self.grad_checkpointing = False
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_dim, activation, logit_cap, norm_policy) for _ in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        for block in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, key_mask, self.causal, use_reentrant=False)
+            else:
+                x = block(x, key_mask, self.causal)
+        return x
+
+
+class AttentionPool(nn.Module):
+    """Multi-head attention pooling (MAP): learned queries attend to the tokens.
+
+    Returns ``[B, num_queries, dim]`` after a LayerNorm. The official pooler has
+    no logit cap, no residual and no MLP; queries use a per-dim scale.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, hidden_dim: int | None = None, num_queries: int = 1
+    ) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(num_queries, dim))
+        self.attn = Attention(dim, num_heads, hidden_dim=hidden_dim, per_dim_scale=True)
+        self.norm = layer_norm(dim)
+        nn.init.normal_(self.query, std=dim**-0.5)
+
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q = self.query.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        return self.norm(self.attn(q, tokens, key_mask=key_mask))
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Official ``_l2_normalize``: ``x / sqrt(sum(x^2) + eps)`` computed in float32."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.square().sum(-1, keepdim=True) + eps)).to(x.dtype)

@@ -1,0 +1,308 @@
+"""VideoPrism: the factorized video encoder, the text encoder and the video-text model.
+
+Token layout everywhere: ``[B, T*N, D]``, time-major, patches row-major within a
+frame (the official ``b (t n) d``). A token's flat index is ``t * N + n``.
+
+Visible-token forward (stage-2 student, stage-1 token dropping): pass
+``visible`` [B, V] flat token indices. The spatial stage then attends among the
+visible tokens of each frame and the temporal stage among the visible tokens of
+each patch position; each stage packs its sequences to the longest one with a
+key mask and drops sequences with no visible token, so the cost follows the
+number of visible tokens. With every token visible the result equals the full
+forward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from open_videoprism.layers import AttentionPool, Transformer, l2_normalize, layer_norm
+from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
+from open_videoprism.pos_embed import resize_spatial_table, resize_temporal_table, sinusoidal_table
+
+
+@dataclass
+class VideoOutput:
+    """What :meth:`VideoPrism.encode_video` returns.
+
+    Attributes:
+        tokens: ``[B, T*N, D]`` spatiotemporal features (official ``embeddings``),
+            or ``[B, V, D]`` for the visible tokens when ``visible`` was given.
+        spatial_tokens: ``[B, T*N, D]`` (or ``[B, V, D]``) after the spatial
+            encoder's LayerNorm (official ``spatial_features``).
+        embedding: ``[B, D]`` L2-normalised global embedding; None without a pooler.
+        frame_embeddings: ``[B, T, D]`` per-frame pooled embeddings; None without
+            a pooler or when only visible tokens were encoded.
+    """
+
+    tokens: torch.Tensor
+    spatial_tokens: torch.Tensor
+    embedding: torch.Tensor | None = None
+    frame_embeddings: torch.Tensor | None = None
+
+
+def _pack(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pack the valid elements of each row of ``x`` [R, L, D] to the front.
+
+    Returns ``(packed [R', K, D], key_mask [R', K], rows [R'], order [R', K])``
+    where ``R'`` are the rows with at least one valid element and ``K`` the
+    longest row; ``order`` holds each packed slot's source position.
+    """
+    counts = valid.sum(-1)
+    rows = torch.nonzero(counts > 0, as_tuple=True)[0]
+    k = int(counts.max()) if rows.numel() else 0
+    # Stable sort puts valid positions first, in their original order.
+    order = torch.sort((~valid[rows]).to(torch.int8), dim=-1, stable=True).indices[:, :k]
+    packed = torch.gather(x[rows], 1, order[..., None].expand(-1, -1, x.shape[-1]))
+    key_mask = torch.arange(k, device=x.device)[None, :] < counts[rows][:, None]
+    return packed, key_mask, rows, order
+
+
+def _unpack(packed: torch.Tensor, key_mask: torch.Tensor, rows: torch.Tensor, order: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse of :func:`_pack`: scatter into zeros of ``shape`` [R, L, D]."""
+    out = packed.new_zeros(shape)
+    src = packed * key_mask[..., None].to(packed.dtype)
+    dense = out[rows].scatter(1, order[..., None].expand(-1, -1, shape[-1]), src)
+    return out.index_copy(0, rows, dense)
+
+
+class FactorizedEncoder(nn.Module):
+    """ViViT "model 2": a spatial ViT per frame, then a temporal ViT per patch position."""
+
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.width
+        self.patch_embed = nn.Conv2d(3, d, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.spatial_pos = nn.Parameter(torch.randn(cfg.grid * cfg.grid, d) * (cfg.grid * cfg.grid) ** -0.5)
+        self.spatial = Transformer(cfg.spatial_layers, d, cfg.num_heads, cfg.mlp_dim, "gelu", cfg.logit_cap)
+        self.spatial_norm = layer_norm(d)
+        self.temporal_pos = nn.Parameter(torch.randn(cfg.num_frames, d) * cfg.num_frames**-0.5)
+        self.temporal = Transformer(cfg.temporal_layers, d, cfg.num_heads, cfg.mlp_dim, "gelu", cfg.logit_cap)
+        self.temporal_norm = layer_norm(d)
+
+    def patchify(self, video: torch.Tensor) -> torch.Tensor:
+        """``[B, T, C, H, W]`` -> ``[B, T, N, D]`` patch embeddings plus spatial positions."""
+        b, t, c, h, w = video.shape
+        p = self.cfg.patch_size
+        if h != w or h % p or c != 3:
+            raise ValueError(
+                f"video must be [B, T, 3, H, W] with H == W divisible by {p}; got {tuple(video.shape)}"
+            )
+        x = self.patch_embed(video.reshape(b * t, c, h, w)).flatten(2).transpose(1, 2)
+        g = h // p
+        pos = resize_spatial_table(self.spatial_pos, (self.cfg.grid, self.cfg.grid), (g, g))
+        return (x + pos.to(x.dtype)).view(b, t, g * g, -1)
+
+    def temporal_positions(self, t: int, dtype: torch.dtype) -> torch.Tensor:
+        return resize_temporal_table(self.temporal_pos, t).to(dtype)
+
+    def forward(
+        self,
+        video: torch.Tensor,
+        frame_paddings: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode ``video`` [B, T, 3, H, W]; returns ``(tokens, spatial_tokens)``.
+
+        Args:
+            frame_paddings: optional [B, T], 1 for padded frames (official semantics:
+                masked as keys and zeroed in the MLPs).
+            visible: optional [B, V] flat token indices (``t * N + n``) to encode;
+                the outputs are then ``[B, V, D]`` in the order given.
+        """
+        x = self.patchify(video)
+        b, t, n, d = x.shape
+        if visible is not None:
+            if frame_paddings is not None:
+                raise ValueError("frame_paddings and visible cannot be combined")
+            return self._forward_visible(x, visible)
+        keep = None if frame_paddings is None else frame_paddings.to(torch.bool).logical_not()
+        spatial_mask = None if keep is None else keep.reshape(b * t, 1).expand(-1, n)
+        x = self.spatial(x.reshape(b * t, n, d), spatial_mask)
+        x = self.spatial_norm(x)
+        spatial_tokens = x.reshape(b, t * n, d)
+        x = x.reshape(b, t, n, d).transpose(1, 2).reshape(b * n, t, d)
+        x = x + self.temporal_positions(t, x.dtype)
+        temporal_mask = None if keep is None else keep[:, None, :].expand(-1, n, -1).reshape(b * n, t)
+        x = self.temporal_norm(self.temporal(x, temporal_mask))
+        tokens = x.reshape(b, n, t, d).transpose(1, 2).reshape(b, t * n, d)
+        return tokens, spatial_tokens
+
+    def _forward_visible(self, x: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t, n, d = x.shape
+        if visible.dim() != 2 or visible.shape[0] != b:
+            raise ValueError(f"visible must be [B, V] token indices; got {tuple(visible.shape)}")
+        visible = visible.to(device=x.device, dtype=torch.long)
+        valid = torch.zeros(b, t * n, dtype=torch.bool, device=x.device)
+        valid.scatter_(1, visible, True)
+        # Spatial stage: one sequence per frame.
+        valid_s = valid.view(b * t, n)
+        packed, mask, rows, order = _pack(x.reshape(b * t, n, d), valid_s)
+        packed = self.spatial_norm(self.spatial(packed, mask))
+        xs = _unpack(packed, mask, rows, order, torch.Size((b * t, n, d)))
+        spatial_flat = xs.view(b, t * n, d)
+        # Temporal stage: one sequence per patch position.
+        xt = xs.view(b, t, n, d).transpose(1, 2).reshape(b * n, t, d)
+        xt = xt + self.temporal_positions(t, xt.dtype)
+        valid_t = valid.view(b, t, n).transpose(1, 2).reshape(b * n, t)
+        packed, mask, rows, order = _pack(xt, valid_t)
+        packed = self.temporal_norm(self.temporal(packed, mask))
+        xt = _unpack(packed, mask, rows, order, torch.Size((b * n, t, d)))
+        tokens_flat = xt.view(b, n, t, d).transpose(1, 2).reshape(b, t * n, d)
+        idx = visible[..., None].expand(-1, -1, d)
+        return torch.gather(tokens_flat, 1, idx), torch.gather(spatial_flat, 1, idx)
+
+
+class TextEncoder(nn.Module):
+    """CoCa-style unimodal text encoder.
+
+    ``token_emb * sqrt(D) + sinusoid``; a learned class token (``* sqrt(D)``, no
+    position) appended after the last position; causal attention with key
+    padding; final LayerNorm; the class token is the text embedding.
+    """
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.width
+        self.token_embed = nn.Embedding(cfg.vocab_size, d)
+        nn.init.normal_(self.token_embed.weight, std=d**-0.5)
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * d**-0.5)
+        self.transformer = Transformer(
+            cfg.num_layers, d, cfg.num_heads, cfg.mlp_dim, "relu", cfg.logit_cap, cfg.norm_policy, causal=True
+        )
+        self.norm = layer_norm(d)
+
+    def forward(self, token_ids: torch.Tensor, paddings: torch.Tensor) -> torch.Tensor:
+        """``token_ids`` [B, L] int, ``paddings`` [B, L] (1 = pad) -> ``[B, D]`` (not normalised)."""
+        b, length = token_ids.shape
+        d = self.cfg.width
+        scale = math.sqrt(d)
+        x = self.token_embed(token_ids) * scale
+        x = x + sinusoidal_table(length, d).to(device=x.device, dtype=x.dtype)
+        x = torch.cat([x, (self.cls * scale).to(x.dtype).expand(b, -1, -1)], dim=1)
+        keep = torch.cat(
+            [paddings.to(x.device) == 0, torch.ones(b, 1, dtype=torch.bool, device=x.device)], dim=1
+        )
+        x = self.norm(self.transformer(x, keep))
+        return x[:, -1]
+
+
+class VideoPrism(nn.Module):
+    """The VideoPrism model: video encoder, and (for video-text models) the
+    auxiliary layers, the attention-pooling head and the text encoder.
+
+    Inputs are float videos ``[B, T, 3, H, W]`` in [0, 1] (no mean/std
+    normalisation), H == W divisible by the patch size.
+    """
+
+    def __init__(self, cfg: VideoPrismConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        v = cfg.vision
+        self.encoder = FactorizedEncoder(v)
+        self.auxiliary = (
+            Transformer(cfg.auxiliary_layers, v.width, v.num_heads, v.mlp_dim, "gelu", v.logit_cap)
+            if cfg.auxiliary_layers > 0
+            else None
+        )
+        self.pooler = AttentionPool(v.width, v.num_heads, cfg.pooler_dim) if cfg.has_pooler else None
+        self.text = TextEncoder(cfg.text) if cfg.text is not None else None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.patch_embed.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.patch_embed.weight.device
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each transformer block in the backward pass to save memory."""
+        for m in self.modules():
+            if isinstance(m, Transformer):
+                m.grad_checkpointing = enable
+
+    def pool(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+        """Auxiliary layers + MAP head on ``tokens`` [B, L, D] -> ``[B, D]``."""
+        if self.pooler is None:
+            raise RuntimeError("this model has no attention-pooling head (an encoder-only config)")
+        if self.auxiliary is not None:
+            tokens = self.auxiliary(tokens, key_mask)
+        emb = self.pooler(tokens, key_mask).squeeze(1)
+        return l2_normalize(emb) if normalize else emb
+
+    def encode_video(
+        self,
+        video: torch.Tensor,
+        frame_paddings: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
+        normalize: bool = True,
+        frame_embeddings: bool = True,
+    ) -> VideoOutput:
+        """Encode a batch of videos ``[B, T, 3, H, W]`` in [0, 1].
+
+        ``visible`` [B, V] restricts the encoder to those flat token indices
+        (see the module docstring). ``frame_embeddings=False`` skips the
+        per-frame pooling.
+        """
+        if video.dim() != 5:
+            raise ValueError(f"video must be [B, T, 3, H, W]; got shape {tuple(video.shape)}")
+        video = video.to(device=self.device, dtype=self.dtype)
+        tokens, spatial = self.encoder(video, frame_paddings=frame_paddings, visible=visible)
+        out = VideoOutput(tokens=tokens, spatial_tokens=spatial)
+        if self.pooler is None:
+            return out
+        aux = self.auxiliary(tokens) if self.auxiliary is not None else tokens
+        emb = self.pooler(aux).squeeze(1)
+        out.embedding = l2_normalize(emb) if normalize else emb
+        if frame_embeddings and visible is None:
+            b, t = video.shape[:2]
+            per_frame = aux.reshape(b * t, -1, aux.shape[-1])
+            fe = self.pooler(per_frame).squeeze(1).reshape(b, t, -1)
+            out.frame_embeddings = l2_normalize(fe) if normalize else fe
+        return out
+
+    def encode_text(
+        self,
+        token_ids: torch.Tensor | list[str] | str,
+        paddings: torch.Tensor | None = None,
+        tokenizer: object | None = None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """Text embeddings ``[B, D]`` (L2-normalised by default).
+
+        Pass token ids ``[B, L]`` with paddings ``[B, L]`` (1 = pad), or strings
+        with ``tokenizer`` (a :class:`~open_videoprism.tokenizer.Tokenizer` or a
+        path to a SentencePiece ``.model`` file).
+        """
+        if self.text is None:
+            raise RuntimeError("this model has no text encoder (a video-only config)")
+        if isinstance(token_ids, (str, list, tuple)):
+            from open_videoprism.tokenizer import Tokenizer
+
+            if tokenizer is None:
+                raise ValueError("encode_text with strings needs tokenizer= (a Tokenizer or a .model path)")
+            tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+            texts = [token_ids] if isinstance(token_ids, str) else list(token_ids)
+            token_ids, paddings = tok(texts, max_length=self.text.cfg.max_length)
+        if paddings is None:
+            raise ValueError("encode_text with token ids needs paddings [B, L] (1 = pad)")
+        emb = self.text(token_ids.to(self.device, torch.long), paddings.to(self.device))
+        return l2_normalize(emb) if normalize else emb
+
+    def forward(
+        self,
+        video: torch.Tensor | None = None,
+        token_ids: torch.Tensor | None = None,
+        paddings: torch.Tensor | None = None,
+    ) -> tuple[VideoOutput | None, torch.Tensor | None]:
+        """``(encode_video(video), encode_text(token_ids, paddings))``; either may be None."""
+        v = self.encode_video(video, frame_embeddings=False) if video is not None else None
+        t = self.encode_text(token_ids, paddings) if token_ids is not None else None
+        return v, t
