@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -87,55 +86,55 @@ def _strip(key: str) -> str:
     return key[len("vision_encoder/"):] if key.startswith("vision_encoder/") else key
 
 
-def _convert_leaf(module: str, leaf: str, value: np.ndarray, patch_size: int) -> dict[str, np.ndarray]:
+def _convert_leaf(module: str, leaf: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
     """One official leaf -> our tensors. ``module`` is our sub-module path."""
     if leaf == "scale":  # LayerNorm stores gamma - 1
         return {f"{module}.weight": value + 1.0}
-    if leaf in ("bias", "b") and value.ndim == 2:  # q/k/v bias [heads, head_dim]
+    if leaf in ("bias", "b"):  # q/k/v biases are [heads, head_dim]
         return {f"{module}.bias": value.reshape(-1)}
-    if leaf in ("bias", "b"):
-        return {f"{module}.bias": value}
     if leaf == "kernel":  # Dense [in, out]
-        return {f"{module}.weight": value.T}
+        return {f"{module}.weight": value.t()}
     if leaf == "w":  # attention [D, heads, head_dim]
         flat = value.reshape(value.shape[0], -1)
-        return {f"{module}.weight": flat if module.endswith(".out") else flat.T}
+        return {f"{module}.weight": flat if module.endswith(".out") else flat.t()}
     raise CheckpointError(f"unexpected official parameter leaf {leaf!r} under {module!r}")
 
 
-def official_to_state_dict(arrays: Mapping[str, np.ndarray], patch_size: int = 18) -> dict[str, torch.Tensor]:
-    """Map official ``params/...`` arrays to our state dict (layers unstacked)."""
-    out: dict[str, np.ndarray] = {}
+def official_to_state_dict(arrays: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, torch.Tensor]:
+    """Map official ``params/...`` arrays to our state dict (layers unstacked).
+
+    Works on any torch tensors, including ``meta`` ones (shape-only checks).
+    """
+    out: dict[str, torch.Tensor] = {}
     for raw_key, value in arrays.items():
         key = _strip(raw_key)
-        value = np.asarray(value, dtype=np.float32)
+        value = torch.as_tensor(value)
+        value = value.float() if value.device.type != "meta" else value
         if key.startswith("patch_projection/linear/"):
-            leaf = key.rsplit("/", 1)[1]
-            if leaf == "kernel":
+            if key.endswith("kernel"):  # [(p q c), D] -> Conv2d [D, c, p, q]
                 d = value.shape[1]
-                w = value.reshape(patch_size, patch_size, 3, d).transpose(3, 2, 0, 1)
-                out["encoder.patch_embed.weight"] = w
+                p = int(round((value.shape[0] / 3) ** 0.5))
+                out["encoder.patch_embed.weight"] = value.reshape(p, p, 3, d).permute(3, 2, 0, 1)
             else:
                 out["encoder.patch_embed.bias"] = value
             continue
         for src, dst in _STACKS.items():
             if key.startswith(src + "/"):
-                rest = key[len(src) + 1:]
-                part, leaf = rest.rsplit("/", 1)
+                part, leaf = key[len(src) + 1:].rsplit("/", 1)
                 if part not in _BLOCK_PARTS:
                     raise CheckpointError(f"unknown official parameter {raw_key!r}")
                 for i in range(value.shape[0]):
-                    out.update(_convert_leaf(f"{dst}.{i}.{_BLOCK_PARTS[part]}", leaf, value[i], patch_size))
+                    out.update(_convert_leaf(f"{dst}.{i}.{_BLOCK_PARTS[part]}", leaf, value[i]))
                 break
         else:
             if key in _SINGLES:
-                out[_SINGLES[key]] = value
+                out[_SINGLES[key]] = value.reshape(-1, value.shape[-1]) if key.endswith("query") else value
                 continue
-            part, leaf = key.rsplit("/", 1)
+            part, _, leaf = key.rpartition("/")
             if part not in _SINGLES:
                 raise CheckpointError(f"unknown official parameter {raw_key!r}")
-            out.update(_convert_leaf(_SINGLES[part], leaf, value, patch_size))
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+            out.update(_convert_leaf(_SINGLES[part], leaf, value))
+    return {k: v.contiguous() for k, v in out.items()}
 
 
 def infer_config(shapes: Mapping[str, Iterable[int]], logit_cap: float = 50.0) -> VideoPrismConfig:
@@ -211,7 +210,7 @@ def load_official(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str, 
     if not any(k.startswith("params/") for k in arrays):
         raise CheckpointError(f"{path}: no 'params/...' keys; not an official VideoPrism .npz checkpoint")
     cfg = infer_config({k: v.shape for k, v in arrays.items()})
-    return cfg, official_to_state_dict(arrays, cfg.vision.patch_size)
+    return cfg, official_to_state_dict(arrays)
 
 
 def save_checkpoint(
@@ -343,14 +342,6 @@ def state_shapes(config: VideoPrismConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def parse_param_listing(text: str) -> dict[str, tuple[int, ...]]:
-    """Parse lines ``params/... (a, b, c)`` (the fixture listings) into shapes."""
-    shapes = {}
-    for m in re.finditer(r"(params/\S+)\s*[:=]?\s*\(([\d,\s]*)\)", text):
-        shapes[m.group(1)] = tuple(int(x) for x in m.group(2).replace(",", " ").split())
-    return shapes
-
-
 def describe(config: VideoPrismConfig) -> dict[str, Any]:
     """A short summary for CLIs and logs."""
     v = config.vision
@@ -373,7 +364,6 @@ __all__ = [
     "load_checkpoint",
     "load_official",
     "official_to_state_dict",
-    "parse_param_listing",
     "read_any",
     "save_checkpoint",
     "state_shapes",
