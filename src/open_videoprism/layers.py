@@ -108,14 +108,16 @@ class Attention(nn.Module):
         logits = q @ k.transpose(-1, -2)
         if self.logit_cap > 0:
             logits = self.logit_cap * torch.tanh(logits / self.logit_cap)
-        logits = logits.float()
-        if key_mask is not None:
-            logits = logits.masked_fill(~key_mask[:, None, None, :], _MASK_VALUE)
-        if causal:
-            t, s = logits.shape[-2:]
-            future = torch.ones(t, s, dtype=torch.bool, device=logits.device).triu(1)
-            logits = logits.masked_fill(future, _MASK_VALUE)
-        probs = logits.softmax(dim=-1).to(v.dtype)
+        if key_mask is not None or causal:
+            logits = logits.float()  # the official mask value needs the float32 range
+            if key_mask is not None:
+                logits = logits.masked_fill(~key_mask[:, None, None, :], _MASK_VALUE)
+            if causal:
+                t, s = logits.shape[-2:]
+                future = torch.ones(t, s, dtype=torch.bool, device=logits.device).triu(1)
+                logits = logits.masked_fill(future, _MASK_VALUE)
+        # Softmax in float32 as the official code; the fused upcast avoids a copy.
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype)
         out = (probs @ v).transpose(1, 2).flatten(2)
         return self.out(out)
 
