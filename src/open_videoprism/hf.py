@@ -65,32 +65,28 @@ _IGNORED = re.compile(r"(embeddings\.position_embedding$|embeddings\.position_id
 _LAYERNORMS = re.compile(r"(layernorm\w*)\.weight$")
 
 
+# Transformer layers: (regex on the HF key without "video_model.", our block prefix template).
+_LAYER_RULES = [
+    (re.compile(r"text_model\.layers\.(\d+)\.(.+)\.(weight|bias)$"), "text.transformer.blocks.{0}"),
+    (re.compile(r"(?:vision_model\.)?spatial_layers\.(\d+)\.(.+)\.(weight|bias)$"), "encoder.spatial.blocks.{0}"),
+    (re.compile(r"(?:vision_model\.)?temporal_layers\.(\d+)\.(.+)\.(weight|bias)$"), "encoder.temporal.blocks.{0}"),
+    (re.compile(r"auxiliary_layers\.(\d+)\.(.+)\.(weight|bias)$"), "auxiliary.blocks.{0}"),
+]
+
+
 def _map_key(key: str) -> str | None:
-    """HF key -> our key (None for keys we drop)."""
-    k = key
-    if k.startswith("video_model."):
-        k = k[len("video_model."):]
+    """HF key -> our key (None for keys we do not know)."""
+    k = key.removeprefix("video_model.")
+    for pattern, block in _LAYER_RULES:
+        m = pattern.match(k)
+        if m:
+            part = _LAYER_PARTS.get(m[2])
+            return None if part is None else f"{block.format(m[1])}.{part}.{m[3]}"
     if k.startswith("text_model."):
-        rest = k[len("text_model."):]
-        m = re.match(r"layers\.(\d+)\.(.+)\.(weight|bias)$", rest)
-        if m:
-            return f"text.transformer.blocks.{m[1]}.{_LAYER_PARTS[m[2]]}.{m[3]}"
-        return _lookup(_TEXT, rest)
-    if k.startswith("vision_model."):
-        k = k[len("vision_model."):]
-        m = re.match(r"(spatial|temporal)_layers\.(\d+)\.(.+)\.(weight|bias)$", k)
-        if m:
-            return f"encoder.{m[1]}.blocks.{m[2]}.{_LAYER_PARTS[m[3]]}.{m[4]}"
-        return _lookup(_VISION, k)
-    m = re.match(r"auxiliary_layers\.(\d+)\.(.+)\.(weight|bias)$", k)
-    if m:
-        return f"auxiliary.blocks.{m[1]}.{_LAYER_PARTS[m[2]]}.{m[3]}"
-    m = re.match(r"(spatial|temporal)_layers\.(\d+)\.(.+)\.(weight|bias)$", k)
-    if m:  # a bare VideoPrismVisionModel
-        return f"encoder.{m[1]}.blocks.{m[2]}.{_LAYER_PARTS[m[3]]}.{m[4]}"
+        return _lookup(_TEXT, k.removeprefix("text_model."))
     if k.startswith("head"):
         return _lookup(_HEAD, k)
-    return _lookup(_VISION, k)
+    return _lookup(_VISION, k.removeprefix("vision_model."))
 
 
 def _lookup(table: dict[str, str], k: str) -> str | None:
