@@ -1,0 +1,343 @@
+"""Cached, resumable feature extraction with a frozen VideoPrism.
+
+``extract_features`` runs the encoder over a manifest (one or several clips per
+video, :class:`open_videoprism.data.VideoDataConfig` sampling) and writes
+shards to a folder::
+
+    OUT/progress.json                what is done: config, shard list, loader position
+    OUT/shard-00000.safetensors      index [n], mean_tokens [n,K,D], embedding [n,K,D]*,
+                                     tokens [n,K,L,D]*, thumbnail uint8 [n,3,S,S]
+    (* embedding only for models with a pooling head; tokens only with store_tokens;
+     ``shard_format="npz"`` writes the same arrays as numpy ``shard-00000.npz``)
+
+Each shard is written to a temporary file and renamed, then ``progress.json``
+(likewise atomic) records it together with the loader's exact resume position
+(``LoaderState``), so an interrupted run continues where it stopped and never
+leaves a half-written shard. A folder made with a different configuration
+(checkpoint, manifest, frames, clips...) is refused rather than mixed.
+
+:func:`load_features` reads a finished folder back as one :class:`FeatureSet`
+ordered by dataset index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from open_videoprism.errors import UserError
+from open_videoprism.models import VideoPrism
+
+PROGRESS_FILE = "progress.json"
+FORMAT_VERSION = 1
+THUMBNAIL_SIZE = 64
+
+
+class FeatureCacheError(UserError):
+    """A feature folder is inconsistent or was made with another configuration."""
+
+
+@dataclass
+class FeatureConfig:
+    """What to extract. ``num_frames``/``image_size`` default to the model's own."""
+
+    num_frames: int | None = None
+    image_size: int | None = None
+    num_clips: int = 1
+    frame_stride: int = 2
+    sampling: str = "uniform"  # "uniform" (official, 1 clip) or "multiclip"
+    store_tokens: bool = True
+    token_dtype: str = "float16"  # halves the disk size; probes upcast to float32
+    batch_size: int = 8
+    shard_size: int = 256  # videos per shard, rounded up to whole batches (= resume granularity)
+    label_field: str = "label"
+    shard_format: str = "safetensors"  # or "npz" (numpy .npy arrays in a zip), for numpy-only users
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that determine the features (batching and sharding do not)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "shard_size", "label_field")}
+
+    def resolved(self, model: VideoPrism) -> "FeatureConfig":
+        """A copy with the model defaults filled in and the sampling made consistent."""
+        v = model.cfg.vision
+        cfg = FeatureConfig(**asdict(self))
+        cfg.num_frames = cfg.num_frames or v.num_frames
+        cfg.image_size = cfg.image_size or v.image_size
+        if cfg.num_clips > 1:
+            cfg.sampling = "multiclip"
+        if cfg.shard_format not in SHARD_FORMATS:
+            raise UserError(f"unknown shard format {cfg.shard_format!r}; choose one of {', '.join(SHARD_FORMATS)}")
+        if cfg.image_size % v.patch_size:
+            raise UserError(f"--image-size {cfg.image_size} must be divisible by the patch size {v.patch_size}")
+        return cfg
+
+
+@dataclass
+class FeatureSet:
+    """Features of one manifest, row ``i`` = dataset index ``index[i]``."""
+
+    index: torch.Tensor  # [N]
+    mean_tokens: torch.Tensor  # [N, K, D]
+    embedding: torch.Tensor | None = None  # [N, K, D]
+    tokens: torch.Tensor | None = None  # [N, K, L, D]
+    thumbnail: torch.Tensor | None = None  # uint8 [N, 3, S, S]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.index.numel())
+
+    def video_embedding(self) -> torch.Tensor:
+        """``[N, D]``: the clip embeddings averaged over clips and re-normalised (zero-shot)."""
+        if self.embedding is None:
+            raise FeatureCacheError("these features hold no pooled embeddings (an encoder-only model)")
+        return F.normalize(self.embedding.float().mean(1), dim=-1)
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """Identity of an input file for cache validation (path, size, mtime)."""
+    p = Path(path).resolve()
+    st = p.stat() if p.exists() else None
+    return {"path": str(p), "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None}
+
+
+def fingerprint_hash(obj: Any) -> str:
+    """Short stable hash of a JSON-able object (cache folder names)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder + ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+SHARD_FORMATS = ("safetensors", "npz")
+
+
+def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a shard (format from the suffix) through a temporary file + ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if path.suffix == ".npz":
+            with open(tmp, "wb") as f:  # a file object keeps numpy from appending ".npz"
+                np.savez(f, **{k: v.contiguous().numpy() for k, v in tensors.items()})
+        else:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_shard(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return {k: torch.from_numpy(z[k].copy()) for k in z.files}
+    return load_file(str(path))
+
+
+def _clips(video: torch.Tensor) -> torch.Tensor:
+    """Loader batch ``[B, T, 3, H, W]`` or ``[B, K, T, 3, H, W]`` -> ``[B, K, T, 3, H, W]``."""
+    if video.dim() == 5:
+        return video[:, None]
+    if video.dim() == 6:
+        return video
+    raise ValueError(f"expected a video batch [B, (K,) T, 3, H, W]; got {tuple(video.shape)}")
+
+
+@torch.no_grad()
+def encode_clips(model: VideoPrism, video: torch.Tensor, store_tokens: bool) -> dict[str, torch.Tensor]:
+    """Encode a batch of multi-clip videos; returns per-video ``[B, K, ...]`` tensors (CPU)."""
+    clips = _clips(video)
+    b, k = clips.shape[:2]
+    out = model.encode_video(clips.flatten(0, 1), frame_embeddings=False)
+    tokens = out.tokens.float()
+    result = {"mean_tokens": tokens.mean(1).view(b, k, -1).cpu()}
+    if out.embedding is not None:
+        result["embedding"] = out.embedding.float().view(b, k, -1).cpu()
+    if store_tokens:
+        result["tokens"] = tokens.view(b, k, tokens.shape[1], -1).cpu()
+    # Middle frame of the first clip, for retrieval figures.
+    mid = clips[:, 0, clips.shape[2] // 2].float()
+    thumb = F.interpolate(mid, size=(THUMBNAIL_SIZE, THUMBNAIL_SIZE), mode="bilinear", antialias=True, align_corners=False)
+    result["thumbnail"] = (thumb.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    return result
+
+
+def _count_rows(manifest: Path) -> int | None:
+    if manifest.suffix in (".jsonl", ".csv") and manifest.is_file():
+        with manifest.open() as f:
+            n = sum(1 for line in f if line.strip())
+        return n - 1 if manifest.suffix == ".csv" else n
+    return None
+
+
+def extract_features(
+    model: VideoPrism,
+    manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: FeatureConfig | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    max_shards: int | None = None,
+) -> Path:
+    """Extract (or finish extracting) features of ``manifest`` into ``out_dir``.
+
+    Args:
+        model: the frozen model (its device is used).
+        checkpoint: recorded in the cache identity so that features of another
+            checkpoint are never mixed in.
+        overwrite: discard an existing folder made with another configuration.
+        max_shards: stop after writing this many new shards (tests of resumption).
+
+    Returns ``out_dir``. A finished folder is returned at once.
+    """
+    from open_videoprism.data import LoaderState, VideoDataConfig, build_loader
+
+    out = Path(out_dir)
+    cfg = (cfg or FeatureConfig()).resolved(model)
+    identity = {
+        "version": FORMAT_VERSION,
+        "manifest": file_fingerprint(manifest),
+        "checkpoint": file_fingerprint(checkpoint) if checkpoint else None,
+        "model": model.cfg.to_dict(),
+        "config": cfg.identity(),
+    }
+    progress_path = out / PROGRESS_FILE
+    state: dict[str, Any] = {"identity": identity, "shards": [], "num_done": 0, "loader_state": None, "complete": False}
+    if progress_path.is_file():
+        old = json.loads(progress_path.read_text())
+        if old.get("identity") != identity:
+            if not overwrite:
+                raise FeatureCacheError(
+                    f"{out}: holds features of another checkpoint/manifest/config; "
+                    "use another --out folder or pass --overwrite"
+                )
+            for name in old.get("shards", []):
+                (out / name).unlink(missing_ok=True)
+        else:
+            state = old
+            if state.get("complete"):
+                return out
+    out.mkdir(parents=True, exist_ok=True)
+
+    data_cfg = VideoDataConfig(
+        num_frames=cfg.num_frames,
+        image_size=cfg.image_size,
+        frame_stride=cfg.frame_stride,
+        sampling=cfg.sampling,
+        num_clips=cfg.num_clips,
+        random_resized_crop=False,
+        hflip=False,
+        label_field=cfg.label_field,
+    )
+    resume = LoaderState.from_dict(state["loader_state"]) if state["loader_state"] else None
+    # The loader position counts batches: a resumed run keeps the batch size it started with.
+    state.setdefault("batch_size", cfg.batch_size)
+    loader = build_loader(str(manifest), data_cfg, batch_size=state["batch_size"], training=False, state=resume)
+    total = _count_rows(Path(manifest))
+    bar = tqdm(total=total, initial=state["num_done"], desc=f"features {Path(manifest).name}", unit="video", disable=not progress)
+    buffer: dict[str, list[torch.Tensor]] = {}
+    buffered = 0
+    new_shards = 0
+
+    def flush() -> None:
+        nonlocal buffer, buffered, new_shards
+        if not buffered:
+            return
+        tensors = {k: torch.cat(v) for k, v in buffer.items()}
+        if "tokens" in tensors:
+            tensors["tokens"] = tensors["tokens"].to(getattr(torch, cfg.token_dtype))
+        name = f"shard-{len(state['shards']):05d}.{cfg.shard_format}"
+        _atomic_save_tensors(out / name, tensors)
+        state["shards"].append(name)
+        state["num_done"] += buffered
+        state["loader_state"] = loader.state().to_dict()
+        atomic_write_json(progress_path, state)
+        buffer, buffered = {}, 0
+        new_shards += 1
+
+    model.eval()
+    for batch in loader:
+        enc = encode_clips(model, batch["video"], cfg.store_tokens)
+        enc["index"] = torch.as_tensor(batch["index"]).long()
+        for key, val in enc.items():
+            buffer.setdefault(key, []).append(val)
+        buffered += len(enc["index"])
+        bar.update(len(enc["index"]))
+        if buffered >= cfg.shard_size:
+            flush()
+            if max_shards is not None and new_shards >= max_shards:
+                bar.close()
+                return out
+    flush()
+    bar.close()
+    state["complete"] = True
+    state["skips"] = dict(getattr(loader, "skips", {}) or {})
+    atomic_write_json(progress_path, state)
+    return out
+
+
+def load_features(out_dir: str | os.PathLike) -> FeatureSet:
+    """Read a finished feature folder (shards concatenated, rows sorted by index)."""
+    out = Path(out_dir)
+    progress_path = out / PROGRESS_FILE
+    if not progress_path.is_file():
+        raise FeatureCacheError(f"{out}: no {PROGRESS_FILE}; run `videoprism features` first")
+    state = json.loads(progress_path.read_text())
+    if not state.get("complete"):
+        raise FeatureCacheError(f"{out}: extraction is unfinished; rerun `videoprism features` to resume it")
+    parts: dict[str, list[torch.Tensor]] = {}
+    for name in state["shards"]:
+        path = out / name
+        if not path.is_file():
+            raise FeatureCacheError(f"{path}: shard listed in {PROGRESS_FILE} is missing; re-extract with --overwrite")
+        for key, val in _load_shard(path).items():
+            parts.setdefault(key, []).append(val)
+    if not parts:
+        raise FeatureCacheError(f"{out}: no features were extracted (empty manifest?)")
+    cat = {k: torch.cat(v) for k, v in parts.items()}
+    order = torch.argsort(cat["index"])
+    cat = {k: v[order] for k, v in cat.items()}
+    return FeatureSet(
+        index=cat["index"],
+        mean_tokens=cat["mean_tokens"],
+        embedding=cat.get("embedding"),
+        tokens=cat["tokens"].float() if "tokens" in cat else None,
+        thumbnail=cat.get("thumbnail"),
+        meta=state,
+    )
+
+
+def iter_shards(out_dir: str | os.PathLike) -> Iterator[dict[str, torch.Tensor]]:
+    """Stream the shards of a feature folder one at a time (large sets)."""
+    state = json.loads((Path(out_dir) / PROGRESS_FILE).read_text())
+    for name in state["shards"]:
+        yield _load_shard(Path(out_dir) / name)
