@@ -1,0 +1,328 @@
+"""Stage 2: masked video modelling with global-local distillation and token shuffling.
+
+The paper's second stage (shared/docs/paper-facts.md §4, Algorithm 1):
+
+* a **teacher** -- the frozen stage-1 video encoder with its auxiliary layers
+  and MAP head -- encodes the full clip (eval mode, no gradients, optionally
+  bf16) into token targets ``[B, T*N, D]`` and a global target ``[B, D]``;
+* a **student** encoder, initialised from the same stage-1 weights, encodes
+  only the visible tokens (``visible_idx`` from the mask collator);
+* the **token-wise** branch (:class:`~open_videoprism.models.decoders.TokenDecoder`)
+  fills masked slots with a MASK token, shuffles each sample's sequence, adds
+  decoder positions after the shuffle and predicts every teacher token
+  (cosine distance, all tokens, canonical order);
+* the **global** branch (:class:`~open_videoprism.models.decoders.GlobalDecoder`)
+  decodes the visible tokens without shuffle or positions and a MAP head
+  predicts the teacher's global embedding (cosine distance);
+* ``loss = local_weight * loss_local + global_weight * loss_global``.
+
+Ablation switches (paper Fig. 4, Table 26, Fig. 6): ``shuffle``,
+``global_distillation``, ``mask.type`` / ``mask.ratio``, and ``one_stage``
+(the teacher-free "contrastive + MAE in one stage" baseline,
+:class:`OneStageObjective`).
+
+Config (the ``objective:`` section of configs/stage2-*.yaml)::
+
+    objective:
+      name: distillation
+      shuffle: true
+      global_distillation: true
+      mask: {type: bevt, ratio: 0.65}
+      decoder: {width: 512, depth: 4, num_heads: 8, mlp_dim: 2048}
+
+Run it with ``videoprism pretrain --config configs/stage2-tiny.yaml --teacher
+STAGE1_RUN --data PRETRAIN.jsonl --out RUN``; the exported model is the student
+as an encoder-only checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from open_videoprism.errors import ConfigError
+from open_videoprism.masks import MaskCollator, MaskConfig, TokenGrid, build_mask_generator
+from open_videoprism.models import VideoPrism, VideoPrismConfig, create_model
+from open_videoprism.models.decoders import DecoderConfig, GlobalDecoder, TokenDecoder
+from open_videoprism.objectives import register_objective
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class DistillationOptions:
+    """The ``objective:`` section of a stage-2 config (see the module docstring).
+
+    Attributes:
+        shuffle: shuffle the token-wise decoder's input per sample (paper: on).
+        global_distillation: add the global (MAP) branch (paper: on).
+        local_weight / global_weight: loss weights (paper: equal).
+        mask: the mask generator (paper: BEVT at ratio 0.65).
+        decoder: both decoders' sizes (paper: 4 layers, width 512, MLP 2048).
+        teacher_dtype: ``fp32`` or ``bf16`` for the frozen teacher.
+        student_from_teacher: start the student from the teacher's encoder
+            (paper); False builds it from ``model:`` in the config instead
+            (e.g. a larger student under a base teacher).
+        global_pool_from_teacher: start the global branch's MAP head from the
+            teacher's stage-1 MAP head (its target's own head) when shapes match.
+        one_stage: the paper's "contrastive + MAE in one stage" baseline (Fig. 4)
+            instead of distillation: no teacher; the video-text model of
+            ``model:`` is trained with the contrastive loss on its visible-token
+            embedding plus MAE pixel reconstruction of the masked patches
+            (``local_weight``); ``shuffle`` and the global branch do not apply.
+        contrastive_weight / temperature_init: the one-stage contrastive loss
+            weight and its learnable temperature's start (CLIP: 0.07).
+    """
+
+    shuffle: bool = True
+    global_distillation: bool = True
+    local_weight: float = 1.0
+    global_weight: float = 1.0
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    teacher_dtype: str = "fp32"
+    student_from_teacher: bool = True
+    global_pool_from_teacher: bool = True
+    one_stage: bool = False
+    contrastive_weight: float = 1.0
+    temperature_init: float = 0.07
+
+
+def cosine_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``1 - cos(pred, target)`` along the last axis, in float32 (0 = aligned, 2 = opposite)."""
+    return 1.0 - F.cosine_similarity(pred.float(), target.float(), dim=-1, eps=1e-6)
+
+
+def encoder_only(model: VideoPrism) -> VideoPrism:
+    """A copy of ``model``'s video encoder as an encoder-only :class:`VideoPrism`."""
+    student = create_model(VideoPrismConfig(vision=copy.deepcopy(model.cfg.vision)))
+    student.encoder.load_state_dict(model.encoder.state_dict())
+    return student
+
+
+class DistillationObjective(nn.Module):
+    """Stage-2 objective (see the module docstring).
+
+    Args:
+        teacher: the stage-1 model; needs a MAP head when ``global_distillation``.
+        options: :class:`DistillationOptions`.
+        student: the student; default: an encoder-only copy of the teacher's encoder.
+        grid: ``(frames, height, width)`` token grid of the training clips, the size
+            of the decoder's position tables (default: the student config's; other
+            clip sizes are served by resizing the tables).
+    """
+
+    def __init__(
+        self,
+        teacher: VideoPrism,
+        options: DistillationOptions | None = None,
+        student: VideoPrism | None = None,
+        grid: tuple[int, int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        opts = options or DistillationOptions()
+        if opts.teacher_dtype not in _DTYPES:
+            raise ConfigError(f"objective.teacher_dtype: {opts.teacher_dtype!r} is not one of {', '.join(_DTYPES)}")
+        if opts.global_distillation and teacher.pooler is None:
+            raise ConfigError(
+                "objective.global_distillation needs a teacher with a MAP head (a stage-1 LvT model); "
+                "this teacher is encoder-only -- set global_distillation: false or use the stage-1 run"
+            )
+        self.options = opts
+        # Frozen teacher: no grads, eval mode forever (see train()).
+        self.teacher = teacher.to(_DTYPES[opts.teacher_dtype]).eval().requires_grad_(False)
+        self.student = (student if student is not None else encoder_only(teacher)).float().train()
+        v_s, v_t = self.student.cfg.vision, teacher.cfg.vision
+        if v_s.patch_size != v_t.patch_size:
+            raise ConfigError(f"student patch size {v_s.patch_size} != teacher patch size {v_t.patch_size}")
+        grid = grid or (v_s.num_frames, v_s.grid, v_s.grid)
+        self.token_decoder = TokenDecoder(v_s.width, v_t.width, opts.decoder, grid, shuffle=opts.shuffle)
+        self.global_decoder: GlobalDecoder | None = None
+        if opts.global_distillation:
+            pool_dim = teacher.cfg.pooler_dim
+            self.global_decoder = GlobalDecoder(v_s.width, v_t.width, opts.decoder, v_t.num_heads, pool_dim)
+            if opts.global_pool_from_teacher:
+                head = {k: v.float() for k, v in teacher.pooler.state_dict().items()}
+                self.global_decoder.pool.load_state_dict(head)
+        self.collate_fn = MaskCollator(build_mask_generator(opts.mask), v_s.patch_size, opts.mask.seed)
+
+    # -- the contract ------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> "DistillationObjective":
+        super().train(mode)
+        self.teacher.eval()  # the teacher never switches to training behaviour
+        return self
+
+    def export_model(self) -> VideoPrism:
+        """The student, encoder-only: what ``ovp.load`` and the evaluation tools read."""
+        return self.student
+
+    @torch.no_grad()
+    def teacher_targets(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(tokens [B, T*N, D], embedding [B, D] or None)`` of the full clip, float32."""
+        self.teacher.eval()
+        out = self.teacher.encode_video(video.to(self.teacher.dtype), frame_embeddings=False)
+        emb = out.embedding.float() if out.embedding is not None else None
+        return out.tokens.float(), emb
+
+    def student_tokens(self, video: torch.Tensor, visible_idx: torch.Tensor) -> torch.Tensor:
+        """The student encoder's outputs on the visible tokens, ``[B, V, D]``."""
+        tokens, _ = self.student.encoder(video.to(self.student.dtype), visible=visible_idx)
+        return tokens
+
+    def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Losses of one batch (``video``; ``visible_idx`` from :attr:`collate_fn`,
+        drawn here if absent). ``generator`` drives the token shuffle."""
+        video = batch["video"]
+        if "visible_idx" not in batch:
+            batch = self.collate_fn(dict(batch))
+        visible = batch["visible_idx"].to(video.device)
+        grid = TokenGrid.from_video(video.shape, self.student.cfg.vision.patch_size)
+        t_tokens, t_emb = self.teacher_targets(video)
+        s_tokens = self.student_tokens(video, visible)
+
+        pred, _ = self.token_decoder(s_tokens, visible, (grid.frames, grid.height, grid.width), generator)
+        per_token = cosine_distance(pred, t_tokens)  # [B, L], canonical order
+        loss_local = per_token.mean()
+        out = {"loss_local": loss_local}
+        with torch.no_grad():  # diagnostics: where the local loss comes from (no host sync)
+            vis = torch.zeros_like(per_token).scatter_(1, visible, 1.0)
+            d = per_token.detach()
+            out["loss_local_visible"] = (d * vis).sum() / vis.sum().clamp(min=1.0)
+            out["loss_local_masked"] = (d * (1 - vis)).sum() / (1 - vis).sum().clamp(min=1.0)
+        loss = self.options.local_weight * loss_local
+        if self.global_decoder is not None and t_emb is not None:
+            loss_global = cosine_distance(self.global_decoder(s_tokens), t_emb).mean()
+            out["loss_global"] = loss_global
+            loss = loss + self.options.global_weight * loss_global
+        out["loss"] = loss
+        return out
+
+
+def _resolve_teacher(teacher: str | None) -> VideoPrism:
+    from open_videoprism.checkpoints import load
+
+    if not teacher:
+        raise ConfigError(
+            "objective distillation needs a teacher: pass --teacher STAGE1_RUN_DIR_OR_CHECKPOINT "
+            "(the stage-1 run folder or its final model.safetensors)"
+        )
+    return load(teacher)
+
+
+@register_objective("distillation", options=DistillationOptions)
+def build_distillation(options: DistillationOptions, *, train_config: Any, teacher: str | None) -> nn.Module:
+    """Registry builder: load the teacher from ``--teacher``, build the student
+    (or, with ``one_stage``, the teacher-free baseline)."""
+    if options.teacher_dtype not in _DTYPES:
+        raise ConfigError(f"objective.teacher_dtype: {options.teacher_dtype!r} is not one of {', '.join(_DTYPES)}")
+    if options.one_stage:
+        return _build_one_stage(options, train_config, teacher)
+    teacher_model = _resolve_teacher(teacher)
+    student = None
+    if not options.student_from_teacher:
+        from open_videoprism.objectives import build_model
+
+        student = encoder_only(build_model(train_config.model, seed=train_config.seed))
+    # The decoders' random init is part of the run's reproducibility (the engine
+    # restores the RNG on resume, which also replays the token shuffles).
+    torch.manual_seed(int(getattr(train_config, "seed", 0)))
+    data = getattr(train_config, "data", None)
+    grid = None
+    if data is not None:  # size the decoder positions for the training clips
+        side = data.image_size // teacher_model.cfg.vision.patch_size
+        grid = (data.num_frames, side, side)
+    objective = DistillationObjective(teacher_model, options, student, grid)
+    if getattr(train_config.model, "grad_checkpointing", False):
+        objective.student.set_grad_checkpointing(True)
+    log.info(
+        "stage 2: teacher %s (width %d), student width %d, mask %s ratio %.2f, shuffle %s, global %s",
+        teacher, teacher_model.cfg.vision.width, objective.student.cfg.vision.width,
+        options.mask.type, options.mask.ratio, options.shuffle, options.global_distillation,
+    )
+    return objective
+
+
+class OneStageObjective(nn.Module):
+    """The one-stage "contrastive + masked modelling" baseline (paper Fig. 4).
+
+    One model, no teacher: the contrastive loss between the MAP embedding of
+    the *visible* tokens and the caption, plus MAE (VideoMAE-style per-patch
+    normalised pixels, MSE on the masked patches) through the token decoder
+    with the shuffle off. ``loss = contrastive_weight * loss_contrastive +
+    local_weight * loss_local``. The exported model is the whole video-text model.
+    """
+
+    def __init__(self, model: VideoPrism, options: DistillationOptions) -> None:
+        super().__init__()
+        if model.text is None or model.pooler is None:
+            raise ConfigError("objective.one_stage needs a video-text model (an *_lvt_* config in model:)")
+        if options.temperature_init <= 0:
+            raise ConfigError(f"objective.temperature_init must be > 0; got {options.temperature_init}")
+        self.options = options
+        self.model = model.float().train()
+        v = model.cfg.vision
+        self.patch = v.patch_size
+        self.decoder = TokenDecoder(v.width, 3 * v.patch_size**2, options.decoder, (v.num_frames, v.grid, v.grid), shuffle=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / options.temperature_init)))
+        self.collate_fn = MaskCollator(build_mask_generator(options.mask), v.patch_size, options.mask.seed)
+
+    def pixel_targets(self, video: torch.Tensor) -> torch.Tensor:
+        """``[B, T*N, 3*p*p]`` patches in token order, each normalised to zero mean, unit variance."""
+        b, t, c, h, w = video.shape
+        p = self.patch
+        x = video.float().reshape(b, t, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+        x = x.reshape(b, t * (h // p) * (w // p), c * p * p)
+        return (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, unbiased=True) + 1e-6).sqrt()
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        from open_videoprism.objectives.loss import info_nce
+
+        for key in ("video", "text_ids", "text_paddings"):
+            if key not in batch:
+                raise KeyError(f"objective.one_stage needs batch[{key!r}] (captions and a tokenizer)")
+        video = batch["video"]
+        if "visible_idx" not in batch:
+            batch = self.collate_fn(dict(batch))
+        visible = batch["visible_idx"].to(video.device)
+        grid = TokenGrid.from_video(video.shape, self.patch)
+        out = self.model.encode_video(video, visible=visible, frame_embeddings=False)
+        text = self.model.encode_text(batch["text_ids"], batch["text_paddings"])
+        scale = self.logit_scale.exp().clamp(max=100.0)
+        loss_con, _ = info_nce(out.embedding, text, scale)
+        pred, _ = self.decoder(out.tokens, visible, (grid.frames, grid.height, grid.width))
+        masked = torch.ones(pred.shape[:2], device=pred.device).scatter_(1, visible, 0.0)
+        err = (pred.float() - self.pixel_targets(video)).square().mean(-1)
+        loss_mae = (err * masked).sum() / masked.sum().clamp(min=1.0)
+        loss = self.options.contrastive_weight * loss_con + self.options.local_weight * loss_mae
+        return {"loss": loss, "loss_contrastive": loss_con, "loss_local": loss_mae, "temperature": 1.0 / scale.detach()}
+
+    def export_model(self) -> VideoPrism:
+        return self.model
+
+
+def _build_one_stage(options: DistillationOptions, train_config: Any, teacher: str | None) -> OneStageObjective:
+    from open_videoprism.objectives import build_model
+
+    if teacher:
+        raise ConfigError("objective.one_stage trains without a teacher; drop --teacher (or set one_stage: false)")
+    return OneStageObjective(build_model(train_config.model, seed=train_config.seed), options)
+
+
+__all__ = [
+    "DistillationObjective",
+    "DistillationOptions",
+    "OneStageObjective",
+    "build_distillation",
+    "cosine_distance",
+    "encoder_only",
+]
