@@ -1,0 +1,170 @@
+"""Stage 1: video-text contrastive pretraining (VideoPrism §2.3.1).
+
+The video side is the factorized encoder, the auxiliary layers and the MAP
+head; the text side the CoCa-style text encoder. Both embeddings are
+L2-normalised and trained with symmetric InfoNCE (:func:`~open_videoprism.objectives.loss.info_nce`)
+under a learnable temperature (CLIP: ``logit_scale`` initialised to
+``log(1 / 0.07)``, the scale clamped to at most 100).
+
+Token dropping (FLIP-style, the paper drops 50 % of the video tokens with tube
+masking to save memory): for each clip the same random spatial positions are
+kept in every frame, exactly ``N - round(N * ratio)`` of the ``N`` patches, and
+only those tokens go through the encoder (``encode_video(visible=...)``). It is
+applied in training mode only; evaluation sees every token.
+
+Images are 1-frame videos: the encoder resizes its temporal table to length 1,
+as the official code interpolates it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from open_videoprism.errors import ConfigError
+from open_videoprism.models import VideoPrism
+from open_videoprism.objectives import build_model, register_objective
+from open_videoprism.objectives.loss import info_nce
+
+
+@dataclass
+class ContrastiveOptions:
+    """The ``objective:`` section of a stage-1 recipe (besides ``name: contrastive``)."""
+
+    token_drop_ratio: float = 0.5  # fraction of spatial positions dropped (tube); 0 disables
+    temperature_init: float = 0.07  # CLIP init: logit_scale = log(1 / 0.07)
+    max_logit_scale: float = 100.0  # CLIP clamp of exp(logit_scale)
+    learn_temperature: bool = True
+    freeze_text: bool = False  # keep the text tower fixed (e.g. a released text encoder)
+
+
+def tube_keep_count(num_patches: int, ratio: float) -> int:
+    """How many of ``num_patches`` spatial positions survive dropping ``ratio`` of them."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"token drop ratio must be in [0, 1), got {ratio}")
+    return max(1, num_patches - int(round(num_patches * ratio)))
+
+
+def tube_visible(
+    batch: int,
+    frames: int,
+    num_patches: int,
+    ratio: float,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Visible flat token indices ``[batch, frames * K]`` for tube token dropping.
+
+    Each clip keeps the same ``K = tube_keep_count(num_patches, ratio)`` random
+    spatial positions in every frame. Indices are ``t * N + n``, time-major and
+    sorted, the layout ``VideoPrism.encode_video(visible=...)`` expects.
+    """
+    k = tube_keep_count(num_patches, ratio)
+    noise = torch.rand(batch, num_patches, generator=generator)
+    keep = torch.sort(torch.argsort(noise, dim=1)[:, :k], dim=1).values  # [B, K]
+    offsets = torch.arange(frames)[None, :, None] * num_patches  # [1, T, 1]
+    return (offsets + keep[:, None, :]).reshape(batch, frames * k).to(device)
+
+
+class ContrastiveObjective(nn.Module):
+    """Stage-1 objective: ``forward(batch)`` -> ``{loss, logit_scale, temperature, ...}``.
+
+    Needs ``batch["video"]`` [B, T, 3, H, W], ``batch["text_ids"]`` and
+    ``batch["text_paddings"]`` [B, L].
+    """
+
+    def __init__(self, model: VideoPrism, options: ContrastiveOptions | None = None) -> None:
+        super().__init__()
+        options = options or ContrastiveOptions()
+        if model.text is None or model.pooler is None:
+            raise ConfigError("the contrastive objective needs a video-text model (an *_lvt_* config with a text tower and MAP head)")
+        if options.temperature_init <= 0 or options.max_logit_scale <= 0:
+            raise ConfigError("objective.temperature_init and objective.max_logit_scale must be > 0")
+        tube_keep_count(1, options.token_drop_ratio)  # validates the ratio
+        self.model = model
+        self.options = options
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(1.0 / options.temperature_init)), requires_grad=options.learn_temperature
+        )
+        if options.freeze_text:
+            model.text.requires_grad_(False)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=self.options.max_logit_scale)
+
+    def visible_tokens(self, video: torch.Tensor) -> torch.Tensor | None:
+        """The tube-dropping visible indices for this batch, or None (eval, or ratio 0)."""
+        if not self.training or self.options.token_drop_ratio <= 0:
+            return None
+        b, t, _, h, _ = video.shape
+        n = (h // self.model.encoder.cfg.patch_size) ** 2
+        return tube_visible(b, t, n, self.options.token_drop_ratio, device=video.device)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        for key in ("video", "text_ids", "text_paddings"):
+            if key not in batch:
+                raise KeyError(f"the contrastive objective needs batch[{key!r}] (a video-text dataset with captions and a tokenizer)")
+        video = batch["video"]
+        visible = self.visible_tokens(video)
+        v = self.model.encode_video(video, visible=visible, frame_embeddings=False).embedding
+        t = self.model.encode_text(batch["text_ids"], batch["text_paddings"])
+        scale = self.scale()
+        loss, logits = info_nce(v, t, scale)
+        with torch.no_grad():
+            n = logits.shape[0]
+            # In-batch top-1 accuracy; this rank's positives sit at an offset of the gathered columns.
+            acc = (logits.argmax(1) == torch.arange(n, device=logits.device) + _rank_offset(n, logits.shape[1])).float().mean()
+        return {"loss": loss, "logit_scale": scale.detach(), "temperature": 1.0 / scale.detach(), "batch_acc": acc}
+
+    def export_model(self) -> VideoPrism:
+        return self.model
+
+
+def _rank_offset(n: int, columns: int) -> int:
+    import torch.distributed as dist
+
+    if columns == n or not (dist.is_available() and dist.is_initialized()):
+        return 0
+    return n * dist.get_rank()
+
+
+@register_objective("contrastive", options=ContrastiveOptions)
+def build_contrastive(options: ContrastiveOptions, *, train_config: Any, teacher: str | None = None) -> ContrastiveObjective:
+    """Registry builder: the model from ``train_config.model`` (seeded by ``train_config.seed``)."""
+    if teacher:
+        raise ConfigError("--teacher is for the stage-2 distillation objective; stage 1 (contrastive) has no teacher")
+    model = build_model(train_config.model, seed=train_config.seed)
+    return ContrastiveObjective(model, options)
+
+
+# --- embeddings of held-out pairs (retrieval metrics live in open_videoprism.eval) ---
+
+
+@torch.no_grad()
+def embed_pairs(model: VideoPrism, batches: Iterable[dict[str, Any]], device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Video and text embeddings ``([N, D], [N, D])`` of every clip and its caption."""
+    was_training = model.training
+    model.eval()
+    vs, ts = [], []
+    for batch in batches:
+        video = batch["video"].to(device or model.device)
+        vs.append(model.encode_video(video, frame_embeddings=False).embedding.float().cpu())
+        ts.append(model.encode_text(batch["text_ids"].to(video.device), batch["text_paddings"].to(video.device)).float().cpu())
+    model.train(was_training)
+    if not vs:
+        raise ValueError("no batches to embed")
+    return torch.cat(vs), torch.cat(ts)
+
+
+__all__ = [
+    "ContrastiveObjective",
+    "ContrastiveOptions",
+    "build_contrastive",
+    "embed_pairs",
+    "tube_keep_count",
+    "tube_visible",
+]

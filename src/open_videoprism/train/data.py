@@ -1,0 +1,280 @@
+"""Data streams for the engine: resumable batch iterators.
+
+The engine consumes a :class:`DataStream`: an iterable of batch dicts whose
+``state()`` is a JSON-able description of the position *after* the last batch
+yielded, and a factory ``make_stream(state | None) -> DataStream`` that
+continues from such a state. Three streams:
+
+- :class:`LoaderStream` wraps one ``open_videoprism.data.build_loader`` loader
+  (its ``LoaderState`` carries the epoch, the batches consumed and skip counters);
+- :class:`AlternatingStream` alternates several streams by step (alternating
+  gradient descent, the paper's multi-dataset recipe: every optimiser step
+  draws from one dataset, never a mixture);
+- :class:`RandomPairStream`: a deterministic synthetic video-text set for tests
+  and throughput measurements (no files needed).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+import torch
+
+from open_videoprism.errors import ConfigError, DataError
+from open_videoprism.train.config import DataConfig, TrainConfig
+
+Batch = dict[str, Any]
+
+
+class DataStream(Protocol):
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
+StreamFactory = Callable[[Mapping[str, Any] | None], DataStream]
+
+
+class RandomPairStream:
+    """``num_samples`` fixed random (video, caption-ids) pairs, batches drawn by step.
+
+    Batch ``k`` holds the samples ``randperm(num_samples, seed=(seed, k))[:batch_size]``,
+    so the stream is a pure function of ``(seed, k)`` and resumes exactly from
+    ``{"batches": k}``. Pairs are fixed, so a model can learn to match them:
+    the loss goes down, which makes it a useful smoke test.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        num_frames: int = 4,
+        image_size: int = 72,
+        text_length: int = 16,
+        vocab_size: int = 1000,
+        num_samples: int = 64,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        collate_fn: Callable[[Batch], Batch] | None = None,
+        state: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.collate_fn = collate_fn
+        self.num_samples = num_samples
+        g = torch.Generator().manual_seed(seed)
+        # Blocky colour patterns (one colour per 18 px patch), not white noise: every clip is
+        # then as distinguishable as real footage, so the contrastive loss can fall.
+        grid = max(1, image_size // 18)
+        low = torch.rand(num_samples * num_frames, 3, grid, grid, generator=g)
+        up = torch.nn.functional.interpolate(low, size=(image_size, image_size), mode="nearest")
+        self.videos = up.view(num_samples, num_frames, 3, image_size, image_size)
+        self.ids = torch.randint(1, vocab_size, (num_samples, text_length), generator=g)
+        lengths = torch.randint(text_length // 2, text_length + 1, (num_samples,), generator=g)
+        self.paddings = (torch.arange(text_length)[None, :] >= lengths[:, None]).float()
+        self.ids = self.ids * (1 - self.paddings.long())
+        self.batches = int(state["batches"]) if state else 0
+
+    def state(self) -> dict[str, Any]:
+        return {"batches": self.batches}
+
+    def batch(self, k: int) -> Batch:
+        """The full global batch ``k``'s slice for this rank."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+        idx = torch.randperm(self.num_samples, generator=g)[: self.batch_size * self.world_size]
+        idx = idx[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        b: Batch = {
+            "video": self.videos[idx],
+            "text_ids": self.ids[idx],
+            "text_paddings": self.paddings[idx],
+            "index": idx,
+        }
+        return self.collate_fn(b) if self.collate_fn else b
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            b = self.batch(self.batches)
+            self.batches += 1
+            yield b
+
+
+class LoaderStream:
+    """One ``open_videoprism.data`` loader as a :class:`DataStream`."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.loader)
+
+    def state(self) -> dict[str, Any]:
+        return self.loader.state().to_dict()
+
+
+def interleave_choice(step: int, weights: Sequence[float]) -> int:
+    """Which dataset step ``step`` uses: the one furthest behind its share.
+
+    Deterministic and exact over any window (no RNG, so resuming needs only
+    the step): with weights 2:1 the order is 0, 1, 0, 0, 1, 0, ...
+    """
+    total = float(sum(weights))
+    counts = [0] * len(weights)
+    choice = 0
+    for s in range(step + 1):
+        deficits = [(s + 1) * w / total - c for w, c in zip(weights, counts)]
+        choice = max(range(len(weights)), key=lambda i: (deficits[i], -i))
+        counts[choice] += 1
+    return choice
+
+
+class AlternatingStream:
+    """Alternating gradient descent over several streams, ``group`` batches per choice.
+
+    ``group`` is the number of micro-batches of one optimiser step, so all the
+    micro-batches of a step come from the same dataset.
+    """
+
+    def __init__(self, factories: Sequence[StreamFactory], weights: Sequence[float], group: int = 1, state: Mapping[str, Any] | None = None) -> None:
+        if len(factories) != len(weights) or not factories:
+            raise ValueError("one weight per stream")
+        self.weights = list(weights)
+        self.group = group
+        sub = (state or {}).get("streams") or [None] * len(factories)
+        self.streams = [f(s) for f, s in zip(factories, sub)]
+        self._iters = [iter(s) for s in self.streams]
+        self.batches = int((state or {}).get("batches", 0))
+        self._counts = [0] * len(factories)
+        self._schedule: list[int] = []
+
+    def _choice(self, k: int) -> int:
+        step = k // self.group
+        while len(self._schedule) <= step:  # extend the cached schedule incrementally
+            s = len(self._schedule)
+            total = float(sum(self.weights))
+            deficits = [(s + 1) * w / total - c for w, c in zip(self.weights, self._counts)]
+            c = max(range(len(self.weights)), key=lambda i: (deficits[i], -i))
+            self._counts[c] += 1
+            self._schedule.append(c)
+        return self._schedule[step]
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            i = self._choice(self.batches)
+            batch = next(self._iters[i])
+            batch["dataset"] = i
+            self.batches += 1
+            yield batch
+
+    def state(self) -> dict[str, Any]:
+        return {"batches": self.batches, "streams": [s.state() for s in self.streams]}
+
+
+def _resolve(source: str, data_root: Path | None) -> str:
+    p = Path(source)
+    if not p.is_absolute() and data_root is not None and not p.exists():
+        p = data_root / p
+    return str(p)
+
+
+def loader_factory(
+    source: str,
+    data_cfg: DataConfig,
+    *,
+    batch_size: int,
+    seed: int,
+    tokenizer: Any,
+    rank: int,
+    world_size: int,
+    collate_fn: Callable[[Batch], Batch] | None,
+    num_frames: int | None = None,
+) -> StreamFactory:
+    """A factory of :class:`LoaderStream` over ``source`` with the run's data settings."""
+    try:
+        from open_videoprism.data import LoaderState, VideoDataConfig, build_loader
+    except ImportError as exc:  # pragma: no cover - the data layer is a hard part of the package
+        raise DataError(f"open_videoprism.data is not available ({exc}); cannot read {source}") from None
+    vcfg = VideoDataConfig(
+        num_frames=num_frames or data_cfg.num_frames,
+        image_size=data_cfg.image_size,
+        frame_stride=data_cfg.frame_stride,
+        sampling=data_cfg.sampling,
+        random_resized_crop=data_cfg.random_resized_crop,
+        crop_scale=tuple(data_cfg.crop_scale),
+        hflip=data_cfg.hflip,
+        max_text_length=data_cfg.max_text_length,
+        max_failure_ratio=data_cfg.max_failure_ratio,
+    )
+
+    def make(state: Mapping[str, Any] | None) -> DataStream:
+        loader = build_loader(
+            source,
+            vcfg,
+            batch_size=batch_size,
+            training=True,
+            seed=seed,
+            tokenizer=tokenizer,
+            num_workers=data_cfg.num_workers,
+            rank=rank,
+            world_size=world_size,
+            collate_fn=collate_fn,
+            state=LoaderState.from_dict(dict(state)) if state else None,
+        )
+        return LoaderStream(loader)
+
+    return make
+
+
+def build_stream_factory(
+    cfg: TrainConfig,
+    data: str | os.PathLike | None,
+    *,
+    tokenizer: Any = None,
+    rank: int = 0,
+    world_size: int = 1,
+    collate_fn: Callable[[Batch], Batch] | None = None,
+) -> StreamFactory:
+    """The run's stream factory: ``--data`` alone, or the ``data.datasets`` AGD mixture.
+
+    ``data`` may be the special value ``random`` (a :class:`RandomPairStream`
+    shaped like ``cfg.data``), useful to measure throughput without files.
+    """
+    if data is not None and str(data) == "random":
+        d = cfg.data
+        return lambda s: RandomPairStream(
+            cfg.batch_size, d.num_frames, d.image_size, 16, 1000, max(64, 4 * cfg.batch_size * world_size),
+            cfg.seed, rank, world_size, collate_fn, s,
+        )
+    root = None
+    if data is not None:
+        p = Path(data)
+        root = p if p.is_dir() else p.parent
+    common = dict(seed=cfg.seed, tokenizer=tokenizer, rank=rank, world_size=world_size, collate_fn=collate_fn)
+    specs = cfg.data.datasets
+    if not specs:
+        if data is None:
+            raise ConfigError("no data: pass --data MANIFEST_OR_SHARDS or list data.datasets in the config")
+        single = loader_factory(str(data), cfg.data, batch_size=cfg.batch_size, **common)  # type: ignore[arg-type]
+        return single
+    factories = [
+        loader_factory(
+            _resolve(s.source, root), cfg.data, batch_size=s.batch_size or cfg.batch_size, num_frames=s.num_frames, **common  # type: ignore[arg-type]
+        )
+        for s in specs
+    ]
+    weights = [s.weight for s in specs]
+    return lambda state: AlternatingStream(factories, weights, group=cfg.accum_steps, state=state)
+
+
+__all__ = [
+    "AlternatingStream",
+    "DataStream",
+    "LoaderStream",
+    "RandomPairStream",
+    "StreamFactory",
+    "build_stream_factory",
+    "interleave_choice",
+    "loader_factory",
+]
