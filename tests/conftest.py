@@ -36,7 +36,10 @@ def demo_clip() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _deterministic_threads():
-    # Two cores on CI: keep intra-op threads fixed so timings and numerics are stable.
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+def _one_thread():
+    # Every test model is tiny: intra-op threads only add synchronisation (up to 8x slower on a
+    # busy 2-core machine), and one fixed thread count keeps numerics stable from run to run.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)

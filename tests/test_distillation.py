@@ -22,15 +22,6 @@ from open_videoprism.objectives.distillation import (
 SMALL_DECODER = DecoderConfig(width=32, depth=1, num_heads=4, mlp_dim=64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one thread is fastest and immune to a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _teacher(seed: int = 0) -> ovp.VideoPrism:
     torch.manual_seed(seed)
     return ovp.create_model("videoprism_lvt_test_tiny")

@@ -20,14 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "stage2-tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _teacher(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     teacher = ovp.create_model("videoprism_lvt_test_tiny")

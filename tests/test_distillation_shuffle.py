@@ -25,15 +25,6 @@ GRID = TokenGrid(2, 4, 4)  # 32 tokens
 DIM = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matmuls: one thread is fastest and immune to a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train_copy_decoder(shuffle: bool, steps: int = 200, seed: int = 0) -> tuple[float, float]:
     """Train a small decoder on the visible-token loss; return (first, final) loss."""
     torch.manual_seed(seed)

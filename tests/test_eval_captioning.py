@@ -17,13 +17,6 @@ from open_videoprism.eval.captioning import (
 from open_videoprism.eval.metrics import bleu, exact_match_accuracy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: intra-op threads only add synchronisation on a loaded 2-core box.
-    torch.set_num_threads(1)
-    yield
-
-
 def test_vocab_round_trip():
     vocab = WordVocab.build(["A red square slides left.", "a blue star"])
     ids = vocab.encode("a red star, slides!")

@@ -12,13 +12,6 @@ from open_videoprism.data import synthetic
 from open_videoprism.eval.features import FeatureCacheError, FeatureConfig, extract_features, load_features
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny model, batch 1: intra-op threads only add synchronisation on a busy 2-core box.
-    torch.set_num_threads(1)
-    yield
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")

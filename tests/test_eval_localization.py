@@ -18,15 +18,6 @@ from open_videoprism.eval.localization import (
 from open_videoprism.eval.metrics import Segment, localization_map
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The heads are tiny: intra-op threading only adds synchronisation (up to 8x
-    # slower on a loaded 2-core machine). Runs after conftest's thread setting.
-    torch.set_num_threads(1)
-    yield
-
-
-
 def test_snippet_targets_and_boundaries():
     centers = np.array([0.5, 1.5, 2.5, 3.5])
     assert snippet_boundaries(centers, 4.0).tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]

@@ -18,15 +18,6 @@ from open_videoprism.eval.probes import (
 from open_videoprism.eval.metrics import mean_average_precision, topk_accuracy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The heads are tiny: intra-op threading only adds synchronisation (up to 8x
-    # slower on a loaded 2-core machine). Runs after conftest's thread setting.
-    torch.set_num_threads(1)
-    yield
-
-
-
 def separable_tokens(n: int, num_classes: int, seed: int, tokens: int = 8, dim: int = 32, clips: int = 1):
     """Small noise tokens; one random position per clip carries a class direction
     (the others do not), so pooling must find it: what an attentive probe is for."""

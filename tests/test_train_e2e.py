@@ -4,6 +4,7 @@ uninterrupted run exactly with the real loader and a data worker -> ovp.load -> 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,10 @@ OVERRIDES = ["steps=4", "batch_size=4", "log_every=1", "ckpt_every=2", "data.num
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "open_videoprism.cli.main", *args], capture_output=True, text=True, timeout=300)
+    # Bit-exact resume holds for the same intra-op thread count: give the CLI this process's.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    r = subprocess.run([sys.executable, "-m", "open_videoprism.cli.main", *args], capture_output=True, text=True,
+                       timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     return r
 

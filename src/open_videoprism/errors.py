@@ -23,3 +23,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Input data (a video, a manifest, a shard) cannot be used."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite."""

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "data",
     "pretrain",
     "evaluate",
+    "reproduce",
 )
 
 
@@ -51,7 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options (`pretrain --config X --out Y steps=10`); argparse
+    # only collects positionals before them, so the rest arrive here.
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+        "=" in e and not e.startswith("-") for e in extra
+    ):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4 steps=500")
-    p.add_argument("--config", help="YAML recipe (e.g. configs/stage1-tiny.yaml); with --resume the run's config.yaml by default")
+    p.add_argument("--config", help="YAML recipe: a file, or a shipped recipe by name (stage1-tiny, stage2-tiny, b16-stage1, "
+                        "b16-stage2); with --resume the run's config.yaml by default")
     p.add_argument("--data", help="training manifest (.jsonl/.csv), WebDataset shards, or 'random' (synthetic tensors, for speed tests)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--steps", type=int, help="total optimiser steps (overrides the recipe's steps)")

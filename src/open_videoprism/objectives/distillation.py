@@ -233,9 +233,6 @@ def build_distillation(options: DistillationOptions, *, train_config: Any, teach
         from open_videoprism.objectives import build_model
 
         student = encoder_only(build_model(train_config.model, seed=train_config.seed))
-    # The decoders' random init is part of the run's reproducibility (the engine
-    # restores the RNG on resume, which also replays the token shuffles).
-    torch.manual_seed(int(getattr(train_config, "seed", 0)))
     data = getattr(train_config, "data", None)
     grid = None
     if data is not None:  # size the decoder positions for the training clips

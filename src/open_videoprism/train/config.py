@@ -353,14 +353,39 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainCo
     return cfg
 
 
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with the package (``configs/*.yaml``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A recipe file: an existing path as is, else a shipped recipe by name (``"stage1-tiny"``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"{name_or_path}: no such config file or shipped recipe (recipes: {', '.join(list_recipes())})")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Load a recipe (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    """Load a recipe (a path, a shipped recipe name such as ``"stage1-tiny"``, or the defaults when
+    ``path`` is None) and apply ``key=value`` overrides."""
+    if path is not None:
+        path = recipe_path(path)
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides)
     return config_from_dict(data, str(path) if path is not None else "config")
 
 
 __all__ = [
+    "RECIPES_DIR",
+    "list_recipes",
+    "recipe_path",
     "DataConfig",
     "DatasetConfig",
     "ModelConfig",

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from open_videoprism.errors import UserError
+from open_videoprism.errors import TrainingDiverged, UserError
 from open_videoprism.train import checkpoint as ckpt
 from open_videoprism.train.config import TrainConfig, objective_options
 from open_videoprism.train.data import StreamFactory
@@ -49,10 +49,6 @@ FINAL_MODEL = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 
 
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
-
-
 def build_objective(cfg: TrainConfig, teacher: str | None = None) -> nn.Module:
     """Build the objective ``cfg.objective`` names through the registry.
 
@@ -62,6 +58,7 @@ def build_objective(cfg: TrainConfig, teacher: str | None = None) -> nn.Module:
     from open_videoprism.objectives import get_objective
 
     entry = get_objective(cfg.objective_name)
+    seed_everything(cfg.seed)  # builders initialise weights: make that depend on the config only
     return entry.builder(objective_options(cfg), train_config=cfg, teacher=teacher)
 
 
