@@ -13,7 +13,6 @@ impossible and the loss stays near that of the best constant guess.
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 

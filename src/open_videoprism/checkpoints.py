@@ -14,7 +14,6 @@ Nothing here unpickles: ``np.load(allow_pickle=False)`` and safetensors only.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import zipfile

@@ -104,7 +104,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from tqdm import tqdm
+    from open_videoprism.progress import progress_bar
 
     from open_videoprism.data.config import VideoDataConfig
     from open_videoprism.data.dataset import ClipSampler, sample_rng
@@ -131,7 +131,7 @@ def _check(args: argparse.Namespace) -> int:
             for e in Manifest.read(args.manifest):
                 yield e, None
 
-    for i, (entry, data) in enumerate(tqdm(items(), desc="check", unit="video", disable=args.json or not sys.stderr.isatty())):
+    for i, (entry, data) in enumerate(progress_bar(items(), desc="check", unit="video", enabled=not args.json)):
         if args.limit is not None and i >= args.limit:
             break
         try:

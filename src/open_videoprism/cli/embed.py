@@ -70,7 +70,7 @@ def _write(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> No
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from open_videoprism.progress import progress_bar
 
     from open_videoprism.checkpoints import load
 
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--size {size} is not divisible by the patch size {model.cfg.vision.patch_size}")
     results: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
-        for path in tqdm(args.videos, desc="embed", unit="video", disable=len(args.videos) < 2):
+        for path in progress_bar(args.videos, desc="embed", unit="video", enabled=len(args.videos) > 1):
             o = model.encode_video(_load_clip(path, frames, size)[None])
             fields = {"tokens": None if args.pooled_only else o.tokens, "embedding": o.embedding,
                       "frame_embeddings": o.frame_embeddings}

@@ -497,7 +497,7 @@ def generate(
     ``synth.json`` (the generation settings). Paths in manifests are relative to
     ``out_dir``. Re-running with the same settings keeps the videos already written.
     """
-    from tqdm import tqdm
+    from open_videoprism.progress import progress_bar
 
     cfg = cfg or SynthConfig()
     out = Path(out_dir)
@@ -516,7 +516,7 @@ def generate(
     jobs = [_Job(str(out), seed, s, i, cfg, overwrite) for s in SPLITS for i in range(sizes[s])]
     jobs += [_Job(str(out), seed, LONG_SPLIT, i, cfg, overwrite) for i in range(n_long)]
     records: list[dict[str, Any]]
-    bar = tqdm(total=len(jobs), desc="synth", unit="video", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="synth", unit="video", enabled=progress)
     if workers > 1:
         import multiprocessing as mp
 

@@ -87,7 +87,7 @@ def write_shards(
     shards and re-running skips them. Missing or empty files are skipped and
     reported (the shard keeps the rest).
     """
-    from tqdm import tqdm
+    from open_videoprism.progress import progress_bar
 
     m = Manifest.read(manifest)
     out = Path(out_dir)
@@ -95,7 +95,7 @@ def write_shards(
     n_shards = (len(m) + samples_per_shard - 1) // samples_per_shard
     skipped: list[dict[str, str]] = []
     written = 0
-    for s in tqdm(range(n_shards), desc="shards", unit="shard", disable=not progress):
+    for s in progress_bar(range(n_shards), desc="shards", unit="shard", enabled=progress):
         path = out / SHARD_PATTERN.format(s)
         lo, hi = s * samples_per_shard, min(len(m), (s + 1) * samples_per_shard)
         if path.is_file():

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from open_videoprism.progress import progress_bar
 
 from open_videoprism.eval.metrics import caption_tokens
 from open_videoprism.eval.probes import default_num_heads, warmup_cosine
@@ -195,7 +195,7 @@ def train_decoder(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, total // 10))
         gen = torch.Generator().manual_seed(cfg.seed)
         losses = []
-        for _ in tqdm(range(cfg.epochs), desc="resampler+decoder", disable=not progress, leave=False):
+        for _ in progress_bar(range(cfg.epochs), desc="resampler+decoder", enabled=progress, leave=False):
             model.train()
             perm = torch.randperm(len(samples), generator=gen).tolist()
             epoch_loss = 0.0
@@ -233,7 +233,7 @@ def generate_texts(
 ) -> list[str]:
     """Greedy outputs for each sample (caption or answer)."""
     out = []
-    for s in tqdm(samples, desc="decoding", disable=not progress, leave=False):
+    for s in progress_bar(samples, desc="decoding", enabled=progress, leave=False):
         ids = model.generate(video_tokens[s.video : s.video + 1].float(), [prompt_ids(vocab, s.prompt)], max_new_tokens)[0]
         out.append(vocab.decode(ids))
     return out

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from open_videoprism.progress import progress_bar
 
 from open_videoprism.errors import UserError
 from open_videoprism.models import VideoPrism
@@ -263,7 +263,7 @@ def extract_features(
     state.setdefault("batch_size", cfg.batch_size)
     loader = build_loader(str(manifest), data_cfg, batch_size=state["batch_size"], training=False, state=resume)
     total = _count_rows(Path(manifest))
-    bar = tqdm(total=total, initial=state["num_done"], desc=f"features {Path(manifest).name}", unit="video", disable=not progress)
+    bar = progress_bar(total=total, initial=state["num_done"], desc=f"features {Path(manifest).name}", unit="video", enabled=progress)
     buffer: dict[str, list[torch.Tensor]] = {}
     buffered = 0
     new_shards = 0

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from open_videoprism.progress import progress_bar
 
 from open_videoprism.eval.metrics import Segment, temporal_iou
 from open_videoprism.eval.probes import warmup_cosine
@@ -166,7 +166,7 @@ def train_temporal_head(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, total // 10))
         gen = torch.Generator().manual_seed(cfg.seed)
         losses = []
-        for _ in tqdm(range(cfg.epochs), desc="temporal head", disable=not progress, leave=False):
+        for _ in progress_bar(range(cfg.epochs), desc="temporal head", enabled=progress, leave=False):
             head.train()
             perm = torch.randperm(len(x), generator=gen)
             total_loss = 0.0

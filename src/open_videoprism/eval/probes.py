@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from open_videoprism.progress import progress_bar
 
 from open_videoprism.layers import AttentionPool, layer_norm
 
@@ -198,7 +198,7 @@ def train_probe(
         gen = torch.Generator().manual_seed(cfg.seed)
         history = ProbeHistory()
         step = 0
-        bar = tqdm(range(cfg.epochs), desc=f"{cfg.kind} probe", disable=not progress, leave=False)
+        bar = progress_bar(range(cfg.epochs), desc=f"{cfg.kind} probe", enabled=progress, leave=False)
         for epoch in bar:
             probe.train()
             perm = torch.randperm(len(x), generator=gen)

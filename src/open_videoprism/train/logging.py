@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from tqdm.auto import tqdm
+from open_videoprism.progress import progress_bar
 
 log = _pylogging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Progress:
     """A tqdm bar over optimiser steps with loss, samples/s and the ETA (tqdm's own)."""
 
     def __init__(self, total: int, initial: int, enabled: bool) -> None:
-        self.bar = tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+        self.bar = progress_bar(total=total, initial=initial, enabled=enabled, desc="train", unit="step", dynamic_ncols=True)
         self._t0 = time.perf_counter()
         self._samples = 0
 
