@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from open_videoprism.eval.fit import warmup_cosine
 from open_videoprism.eval.probes import (
     AttentiveProbe,
     LinearProbe,
@@ -13,7 +14,6 @@ from open_videoprism.eval.probes import (
     default_num_heads,
     predict,
     train_probe,
-    warmup_cosine,
 )
 from open_videoprism.eval.metrics import mean_average_precision, topk_accuracy
 

@@ -28,11 +28,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from open_videoprism.progress import progress_bar
 
+from open_videoprism.eval.fit import fit
 from open_videoprism.eval.metrics import caption_tokens
-from open_videoprism.eval.probes import default_num_heads, warmup_cosine
+from open_videoprism.eval.probes import default_num_heads
 from open_videoprism.layers import Attention, Mlp, Transformer, layer_norm
+from open_videoprism.progress import progress_bar
 
 PAD, BOS, EOS, SEP, UNK = 0, 1, 2, 3, 4
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<sep>", "<unk>")
@@ -188,37 +189,24 @@ def train_decoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = VideoTextDecoder(video_tokens.shape[-1], len(vocab), cfg.dim, cfg.num_latents, cfg.num_layers, max_text=max_text)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        bs = min(cfg.batch_size, len(samples))
-        steps = max(1, -(-len(samples) // bs))
-        total = cfg.epochs * steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, total // 10))
-        gen = torch.Generator().manual_seed(cfg.seed)
-        losses = []
-        for _ in progress_bar(range(cfg.epochs), desc="resampler+decoder", enabled=progress, leave=False):
-            model.train()
-            perm = torch.randperm(len(samples), generator=gen).tolist()
-            epoch_loss = 0.0
-            for i in range(steps):
-                idx = perm[i * bs : (i + 1) * bs]
-                length = max(len(encoded[j][0]) for j in idx)
-                text = torch.full((len(idx), length), PAD, dtype=torch.long)
-                # Loss on target words and EOS only: positions >= target start (shifted by one).
-                weight = torch.zeros(len(idx), length - 1)
-                for r, j in enumerate(idx):
-                    seq, start = encoded[j]
-                    text[r, : len(seq)] = torch.tensor(seq)
-                    weight[r, start - 1 : len(seq) - 1] = 1.0
-                feats = video_tokens[[samples[j].video for j in idx]].float()
-                logits = model(feats, text[:, :-1])
-                ce = F.cross_entropy(logits.flatten(0, 1), text[:, 1:].flatten(), reduction="none")
-                loss = (ce * weight.flatten()).sum() / weight.sum().clamp_min(1)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                epoch_loss += float(loss.detach()) * len(idx)
-            losses.append(epoch_loss / len(samples))
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+            rows = idx.tolist()
+            length = max(len(encoded[j][0]) for j in rows)
+            text = torch.full((len(rows), length), PAD, dtype=torch.long)
+            # Loss on target words and EOS only: positions >= target start (shifted by one).
+            weight = torch.zeros(len(rows), length - 1)
+            for r, j in enumerate(rows):
+                seq, start = encoded[j]
+                text[r, : len(seq)] = torch.tensor(seq)
+                weight[r, start - 1 : len(seq) - 1] = 1.0
+            feats = video_tokens[[samples[j].video for j in rows]].float()
+            logits = model(feats, text[:, :-1])
+            ce = F.cross_entropy(logits.flatten(0, 1), text[:, 1:].flatten(), reduction="none")
+            return (ce * weight.flatten()).sum() / weight.sum().clamp_min(1)
+
+        losses = fit(model, len(samples), batch_loss, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                     weight_decay=cfg.weight_decay, seed=cfg.seed, desc="resampler+decoder", progress=progress)
     model.eval()
     return model, losses
 

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from open_videoprism.progress import progress_bar
 
 from open_videoprism.eval.metrics import Segment, temporal_iou
-from open_videoprism.eval.probes import warmup_cosine
+from open_videoprism.eval.fit import fit
 
 
 class TemporalHead(nn.Module):
@@ -159,27 +158,12 @@ def train_temporal_head(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         head = TemporalHead(x.shape[-1], num_classes, cfg.hidden)
-        opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        bs = min(cfg.batch_size, len(x))
-        steps = max(1, -(-len(x) // bs))
-        total = cfg.epochs * steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, total // 10))
-        gen = torch.Generator().manual_seed(cfg.seed)
-        losses = []
-        for _ in progress_bar(range(cfg.epochs), desc="temporal head", enabled=progress, leave=False):
-            head.train()
-            perm = torch.randperm(len(x), generator=gen)
-            total_loss = 0.0
-            for i in range(steps):
-                idx = perm[i * bs : (i + 1) * bs]
-                logits = head(x[idx])
-                loss = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total_loss += float(loss.detach()) * len(idx)
-            losses.append(total_loss / len(x))
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(head(x[idx]).flatten(0, 1), y[idx].flatten())
+
+        losses = fit(head, len(x), batch_loss, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                     weight_decay=cfg.weight_decay, seed=cfg.seed, desc="temporal head", progress=progress)
     head.eval()
     return head, losses
 

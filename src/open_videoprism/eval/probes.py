@@ -15,15 +15,14 @@ a video's K clips (VideoGLUE's multi-view testing).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from open_videoprism.progress import progress_bar
 
+from open_videoprism.eval.fit import fit
 from open_videoprism.layers import AttentionPool, layer_norm
 
 ProbeKind = Literal["attentive", "linear"]
@@ -105,14 +104,6 @@ class ProbeHistory:
         return asdict(self)
 
 
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """LR multiplier: linear warmup from 0 over ``warmup`` steps, then cosine to 0."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def build_probe(cfg: ProbeConfig, dim: int, num_classes: int) -> nn.Module:
     if cfg.kind == "attentive":
         return AttentiveProbe(dim, num_classes, cfg.num_heads, cfg.dropout)
@@ -186,43 +177,32 @@ def train_probe(
         probe = build_probe(cfg, x.shape[-1], num_classes)
         decay = [p for name, p in probe.named_parameters() if p.dim() > 1 and "query" not in name]
         no_decay = [p for name, p in probe.named_parameters() if not (p.dim() > 1 and "query" not in name)]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr,
-        )
-        bs = min(cfg.batch_size, len(x))
-        steps_per_epoch = max(1, len(x) // bs)  # drop the last partial batch (BatchNorm needs > 1)
-        total = cfg.epochs * steps_per_epoch
-        warmup = int(cfg.warmup_fraction * total)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup))
-        gen = torch.Generator().manual_seed(cfg.seed)
         history = ProbeHistory()
-        step = 0
-        bar = progress_bar(range(cfg.epochs), desc=f"{cfg.kind} probe", enabled=progress, leave=False)
-        for epoch in bar:
-            probe.train()
-            perm = torch.randperm(len(x), generator=gen)
-            loss_sum, correct, seen = 0.0, 0.0, 0
-            for i in range(steps_per_epoch):
-                idx = perm[i * bs : (i + 1) * bs]
-                logits = probe(x[idx])
-                loss = _loss(logits, y[idx], cfg.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                loss_sum += float(loss.detach()) * len(idx)
-                seen += len(idx)
-                if not multilabel:
-                    correct += float((logits.argmax(-1) == y[idx]).sum())
+        correct = [0.0]
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+            logits = probe(x[idx])
+            if not multilabel:
+                correct[0] += float((logits.argmax(-1) == y[idx]).sum())
+            return _loss(logits, y[idx], cfg.label_smoothing)
+
+        def on_epoch(epoch: int, loss: float, lr: float) -> None:
+            seen = (len(x) // min(cfg.batch_size, len(x))) * min(cfg.batch_size, len(x))
             history.epoch.append(epoch + 1)
-            history.loss.append(loss_sum / seen)
-            history.train_accuracy.append(100.0 * correct / seen if not multilabel else float("nan"))
-            history.lr.append(opt.param_groups[0]["lr"])
+            history.loss.append(loss)
+            history.train_accuracy.append(100.0 * correct[0] / seen if not multilabel else float("nan"))
+            history.lr.append(lr)
+            correct[0] = 0.0
             if val_features is not None and val_labels is not None and not multilabel:
                 scores = predict(probe, val_features)
                 history.val_accuracy.append(100.0 * float((scores.argmax(-1) == val_labels.long()).float().mean()))
-            bar.set_postfix(loss=f"{history.loss[-1]:.3f}")
+
+        fit(
+            probe, len(x), batch_loss, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+            weight_decay=cfg.weight_decay, seed=cfg.seed, warmup_fraction=cfg.warmup_fraction,
+            drop_last=True,  # BatchNorm (linear probe) needs more than one sample
+            param_groups=[{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            on_epoch=on_epoch, desc=f"{cfg.kind} probe", progress=progress,
+        )
     probe.eval()
     return probe, history

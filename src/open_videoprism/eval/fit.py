@@ -1,0 +1,80 @@
+"""The minibatch loop every evaluation head trains with.
+
+Probes, the temporal localization head and the caption/QA decoder all train a
+small module on frozen features the same way: AdamW, linear warmup then cosine
+decay to zero, a seeded permutation per epoch. :func:`fit` is that loop; each
+caller supplies the loss of a batch of sample indices.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from open_videoprism.progress import progress_bar
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear warmup from 0 over ``warmup`` steps, then cosine to 0."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def fit(
+    model: nn.Module,
+    num_samples: int,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    warmup_fraction: float = 0.1,
+    drop_last: bool = False,
+    param_groups: Iterable[dict] | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+    desc: str = "head",
+    progress: bool = True,
+) -> list[float]:
+    """Train ``model`` for ``epochs`` over ``num_samples`` samples; returns the mean loss of each epoch.
+
+    ``batch_loss(idx)`` gets a LongTensor of sample indices and returns the scalar loss of that batch.
+    ``drop_last`` drops the last partial batch (BatchNorm heads need more than one sample).
+    ``on_epoch(epoch, mean_loss, lr)`` runs after each epoch (histories, validation).
+    The caller seeds the model's initialisation; the sample order uses its own generator from ``seed``.
+    """
+    bs = min(batch_size, num_samples)
+    steps = max(1, num_samples // bs if drop_last else -(-num_samples // bs))
+    total = epochs * steps
+    warmup = int(warmup_fraction * total)
+    groups = list(param_groups) if param_groups is not None else model.parameters()
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup))
+    gen = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    bar = progress_bar(range(epochs), desc=desc, enabled=progress, leave=False)
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(num_samples, generator=gen)
+        loss_sum, seen = 0.0, 0
+        for i in range(steps):
+            idx = perm[i * bs : (i + 1) * bs]
+            loss = batch_loss(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        losses.append(loss_sum / seen)
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1], opt.param_groups[0]["lr"])
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
