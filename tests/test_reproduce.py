@@ -35,6 +35,13 @@ def test_reproduce_smoke_runs_every_step_and_resumes(tmp_path, capsys):
     assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--ablations", "no-shuffle"]) == 0
     assert marker.stat().st_mtime_ns == before
     assert (out / "runs" / "stage1" / "final" / "model.safetensors").stat().st_mtime_ns == ckpt
+    # Other settings redo the steps in cleared folders: no stale runs or feature caches survive.
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--ablations", "none", "--steps2", "6"]) == 0
+    rows = [json.loads(line) for line in (out / "runs" / "stage2" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 6
+    assert json.loads(marker.read_text())["settings"]["stage-2 steps"] == 6
+    assert not (out / "runs" / "stage2-no-shuffle").exists()
+    assert "`stage2-no-shuffle`" not in (out / "report.md").read_text()
 
 
 def test_unknown_ablation_is_one_clear_error(tmp_path, capsys):

@@ -104,27 +104,40 @@ def _ablations(text: str) -> list[str]:
 
 
 class _Steps:
-    """Runs named steps once: a finished step leaves ``DONE`` in its folder with its timing."""
+    """Runs named steps once.
 
-    def __init__(self, force: bool) -> None:
+    A finished step leaves ``DONE`` in its folder with its timing and the run's settings; a step is
+    skipped only when its marker holds the same settings (a changed preset or seed redoes it, in a
+    cleared folder, so no stale result or feature cache survives).
+    """
+
+    def __init__(self, settings: dict, force: bool) -> None:
+        self.settings = settings
         self.force = force
         self.timings: dict[str, float] = {}
 
     def __call__(self, name: str, folder: Path, fn: Callable[[], None]) -> None:
         marker = folder / DONE
-        if marker.exists() and not self.force:
-            self.timings[name] = json.loads(marker.read_text()).get("seconds", 0.0)
+        done = json.loads(marker.read_text()) if marker.exists() else None
+        if done is not None and done.get("settings") == self.settings and not self.force:
+            self.timings[name] = done.get("seconds", 0.0)
             log.info("reproduce: %s already done (%s)", name, folder)
             return
-        if self.force and folder.exists() and name != "synth":
+        if folder.exists():
             shutil.rmtree(folder)
         log.info("reproduce: %s ...", name)
         t0 = time.perf_counter()
         fn()
         seconds = time.perf_counter() - t0
         folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"step": name, "seconds": round(seconds, 1)}))
+        marker.write_text(json.dumps({"step": name, "seconds": round(seconds, 1), "settings": self.settings}))
         self.timings[name] = seconds
+
+
+def _changed(folder: Path, settings: dict) -> bool:
+    """Whether ``folder`` was finished with other settings."""
+    marker = folder / DONE
+    return marker.exists() and json.loads(marker.read_text()).get("settings") != settings
 
 
 def _cli(argv: list[str]) -> None:
@@ -156,7 +169,13 @@ def run(args: argparse.Namespace) -> int:
     ablations = _ablations(args.ablations)
     out = Path(args.out)
     data, runs, evals = out / "data", out / "runs", out / "eval"
-    step = _Steps(args.force)
+    settings = {"preset": args.preset, "clips": clips, "long videos": preset.long_videos, "stage-1 steps": steps1,
+                "stage-2 steps": steps2, "probe epochs": preset.probe_epochs, "seed": args.seed}
+    if args.force or _changed(data, settings):
+        # Everything downstream of the data depends on it: start the runs and evaluations afresh.
+        for sub in (runs, evals):
+            shutil.rmtree(sub, ignore_errors=True)
+    step = _Steps(settings, args.force)
     no_progress = ["--no-progress"]
 
     step("synth", data, lambda: _cli(["synth", data, "--clips", clips, "--long", preset.long_videos, "--seed", args.seed]))
@@ -189,8 +208,6 @@ def run(args: argparse.Namespace) -> int:
 
     labels = {"random": "Random init (no pretraining)", "stage1": "Stage 1 (video-text contrastive)"}
     labels.update({v.name: v.label for v in variants})
-    settings = {"preset": args.preset, "clips": clips, "stage-1 steps": steps1, "stage-2 steps": steps2,
-                "seed": args.seed, "probe epochs": preset.probe_epochs}
     path = write_reproduce_report(out, labels, settings, step.timings)
     print(f"wrote {path}")
     return 0
