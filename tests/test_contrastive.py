@@ -120,8 +120,29 @@ def test_images_as_one_frame_videos() -> None:
     out = obj(_batch(b=3, t=1))
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
-    # The temporal table (4 rows) is used, cropped to one frame by resizing: it receives a gradient.
-    assert obj.model.encoder.temporal_pos.grad is not None
+    # As the paper: the time table is cropped to its first row, so only that row gets a gradient.
+    grad = obj.model.encoder.temporal_pos.grad
+    assert grad[0].abs().sum() > 0 and grad[1:].abs().sum() == 0
+
+
+def test_images_can_resize_the_time_table_like_official_inference() -> None:
+    torch.manual_seed(0)
+    opts = ContrastiveOptions(token_drop_ratio=0.0, crop_image_temporal_pos=False)
+    obj = ContrastiveObjective(ovp.create_model("videoprism_lvt_test_tiny"), opts).train()
+    obj(_batch(b=3, t=1))["loss"].backward()
+    assert (obj.model.encoder.temporal_pos.grad.abs().sum(-1) > 0).all()  # a resize mixes every row
+
+
+def test_crop_and_resize_agree_on_the_native_frame_count() -> None:
+    model = ovp.create_model("videoprism_lvt_test_tiny")
+    video = torch.rand(1, 4, 3, 72, 72)
+    with torch.no_grad():
+        a = model.encode_video(video).tokens
+        b = model.encode_video(video, crop_temporal_pos=True).tokens
+        c = model.encode_video(video[:, :1], crop_temporal_pos=True).tokens
+        d = model.encode_video(video[:, :1]).tokens
+    assert torch.equal(a, b)
+    assert not torch.allclose(c, d)  # one frame: the first row vs the table's (antialiased) mean
 
 
 def test_objective_needs_video_text_model_and_captions() -> None:

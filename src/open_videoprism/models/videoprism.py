@@ -98,7 +98,13 @@ class FactorizedEncoder(nn.Module):
         pos = resize_spatial_table(self.spatial_pos, (self.cfg.grid, self.cfg.grid), (g, g))
         return (x + pos.to(x.dtype)).view(b, t, g * g, -1)
 
-    def temporal_positions(self, t: int, dtype: torch.dtype) -> torch.Tensor:
+    def temporal_positions(self, t: int, dtype: torch.dtype, crop: bool = False) -> torch.Tensor:
+        """The time table for ``t`` frames: resized (official inference), or its first ``t`` rows
+        when ``crop`` (the paper's stage 1 feeds images as 1-frame videos with the table cropped)."""
+        if crop:
+            if t > self.temporal_pos.shape[0]:
+                raise ValueError(f"cannot crop a {self.temporal_pos.shape[0]}-frame time table to {t} frames")
+            return self.temporal_pos[:t].to(dtype)
         return resize_temporal_table(self.temporal_pos, t).to(dtype)
 
     def forward(
@@ -106,6 +112,7 @@ class FactorizedEncoder(nn.Module):
         video: torch.Tensor,
         frame_paddings: torch.Tensor | None = None,
         visible: torch.Tensor | None = None,
+        crop_temporal_pos: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode ``video`` [B, T, 3, H, W]; returns ``(tokens, spatial_tokens)``.
 
@@ -114,26 +121,31 @@ class FactorizedEncoder(nn.Module):
                 masked as keys and zeroed in the MLPs).
             visible: optional [B, V] flat token indices (``t * N + n``) to encode;
                 the outputs are then ``[B, V, D]`` in the order given.
+            crop_temporal_pos: take the first T rows of the time table instead of
+                resizing it (see :meth:`temporal_positions`).
         """
         x = self.patchify(video)
         b, t, n, d = x.shape
+        tpos = self.temporal_positions(t, x.dtype, crop_temporal_pos)
         if visible is not None:
             if frame_paddings is not None:
                 raise ValueError("frame_paddings and visible cannot be combined")
-            return self._forward_visible(x, visible)
+            return self._forward_visible(x, visible, tpos)
         keep = None if frame_paddings is None else frame_paddings.to(torch.bool).logical_not()
         spatial_mask = None if keep is None else keep.reshape(b * t, 1).expand(-1, n)
         x = self.spatial(x.reshape(b * t, n, d), spatial_mask)
         x = self.spatial_norm(x)
         spatial_tokens = x.reshape(b, t * n, d)
         x = x.reshape(b, t, n, d).transpose(1, 2).reshape(b * n, t, d)
-        x = x + self.temporal_positions(t, x.dtype)
+        x = x + tpos
         temporal_mask = None if keep is None else keep[:, None, :].expand(-1, n, -1).reshape(b * n, t)
         x = self.temporal_norm(self.temporal(x, temporal_mask))
         tokens = x.reshape(b, n, t, d).transpose(1, 2).reshape(b, t * n, d)
         return tokens, spatial_tokens
 
-    def _forward_visible(self, x: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_visible(
+        self, x: torch.Tensor, visible: torch.Tensor, tpos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, n, d = x.shape
         if visible.dim() != 2 or visible.shape[0] != b:
             raise ValueError(f"visible must be [B, V] token indices; got {tuple(visible.shape)}")
@@ -148,7 +160,7 @@ class FactorizedEncoder(nn.Module):
         spatial_flat = xs.view(b, t * n, d)
         # Temporal stage: one sequence per patch position.
         xt = xs.view(b, t, n, d).transpose(1, 2).reshape(b * n, t, d)
-        xt = xt + self.temporal_positions(t, xt.dtype)
+        xt = xt + tpos
         valid_t = valid.view(b, t, n).transpose(1, 2).reshape(b * n, t)
         packed, mask, rows, order = _pack(xt, valid_t)
         packed = self.temporal_norm(self.temporal(packed, mask))
@@ -244,17 +256,22 @@ class VideoPrism(nn.Module):
         visible: torch.Tensor | None = None,
         normalize: bool = True,
         frame_embeddings: bool = True,
+        crop_temporal_pos: bool = False,
     ) -> VideoOutput:
         """Encode a batch of videos ``[B, T, 3, H, W]`` in [0, 1].
 
         ``visible`` [B, V] restricts the encoder to those flat token indices
         (see the module docstring). ``frame_embeddings=False`` skips the
-        per-frame pooling.
+        per-frame pooling. ``crop_temporal_pos=True`` takes the first T rows of
+        the time table instead of resizing it (the paper's stage 1 does this for
+        images fed as 1-frame videos; the official inference code resizes).
         """
         if video.dim() != 5:
             raise ValueError(f"video must be [B, T, 3, H, W]; got shape {tuple(video.shape)}")
         video = video.to(device=self.device, dtype=self.dtype)
-        tokens, spatial = self.encoder(video, frame_paddings=frame_paddings, visible=visible)
+        tokens, spatial = self.encoder(
+            video, frame_paddings=frame_paddings, visible=visible, crop_temporal_pos=crop_temporal_pos
+        )
         out = VideoOutput(tokens=tokens, spatial_tokens=spatial)
         if self.pooler is None:
             return out

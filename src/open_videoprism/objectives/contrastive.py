@@ -40,6 +40,9 @@ class ContrastiveOptions:
     max_logit_scale: float = 100.0  # CLIP clamp of exp(logit_scale)
     learn_temperature: bool = True
     freeze_text: bool = False  # keep the text tower fixed (e.g. a released text encoder)
+    # Images (1-frame videos) take the first row of the time table, as the paper's stage 1 does;
+    # False resizes the table like the official inference code.
+    crop_image_temporal_pos: bool = True
 
 
 def tube_keep_count(num_patches: int, ratio: float) -> int:
@@ -110,7 +113,8 @@ class ContrastiveObjective(nn.Module):
                 raise KeyError(f"the contrastive objective needs batch[{key!r}] (a video-text dataset with captions and a tokenizer)")
         video = batch["video"]
         visible = self.visible_tokens(video)
-        v = self.model.encode_video(video, visible=visible, frame_embeddings=False).embedding
+        crop = self.options.crop_image_temporal_pos and video.shape[1] == 1
+        v = self.model.encode_video(video, visible=visible, frame_embeddings=False, crop_temporal_pos=crop).embedding
         t = self.model.encode_text(batch["text_ids"], batch["text_paddings"])
         scale = self.scale()
         loss, logits = info_nce(v, t, scale)
