@@ -15,7 +15,6 @@ Nothing here unpickles: ``np.load(allow_pickle=False)`` and safetensors only.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -23,6 +22,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
+from open_videoprism.atomic import atomic_path
 from open_videoprism.errors import CheckpointError
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
 from open_videoprism.models.registry import create_model
@@ -230,14 +230,8 @@ def save_checkpoint(
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json()}
     meta.update(metadata or {})
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

@@ -7,11 +7,11 @@ run still gets a report.
 """
 
 from __future__ import annotations
+from open_videoprism.atomic import write_text
 
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -123,13 +123,6 @@ def _plot_probes(table: Mapping[str, Mapping[str, float | None]], chance: Mappin
     return True
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_reproduce_report(
     out: str | os.PathLike,
     models: Mapping[str, str],
@@ -177,5 +170,5 @@ def write_reproduce_report(
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     lines += [f"| total | {sum(timings.values()):.0f} |", ""]
     path = out / "report.md"
-    _atomic_write(path, "\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from open_videoprism.atomic import atomic_path
 from open_videoprism.errors import UserError
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -53,20 +52,13 @@ def _load_clip(path: str, frames: int, size: int) -> torch.Tensor:
 
 
 def _write(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         if out.suffix == ".npz":
             np.savez(tmp, **arrays, **{k: np.array(v) for k, v in meta.items()})
         else:
             from safetensors.numpy import save_file
 
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=meta)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=meta)
 
 
 def run(args: argparse.Namespace) -> int:

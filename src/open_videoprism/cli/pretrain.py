@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from open_videoprism.atomic import write_json
 from open_videoprism.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
@@ -84,14 +83,6 @@ def _load_config(args: argparse.Namespace) -> Any:
     raise ConfigError("--config is required (except with --resume on a run that has config.yaml)")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
 def evaluate_retrieval(model: Any, manifest: str, cfg: Any, tokenizer: Any, batch_size: int = 32) -> dict[str, float]:
     """Zero-shot text<->video retrieval of every clip of ``manifest`` against its first caption.
 
@@ -163,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if info.is_main and data is not None:
             out.mkdir(parents=True, exist_ok=True)
-            _write_json(out / "data_source.json", {"data": str(data), "tokenizer": str(tok_path) if tokenizer else None})
+            write_json(out / "data_source.json", {"data": str(data), "tokenizer": str(tok_path) if tokenizer else None})
         trainer = Trainer(cfg, objective, make_stream, out, info=info, progress=not args.no_progress)
         result = trainer.fit(resume=args.resume)
         if info.is_main:
@@ -177,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             if tokenizer is None:
                 raise UserError("--eval-data needs a tokenizer (--tokenizer PATH)")
             metrics = evaluate_retrieval(model, args.eval_data, cfg, tokenizer)
-            _write_json(out / FINAL_DIR / "retrieval.json", {"data": args.eval_data, **metrics})
+            write_json(out / FINAL_DIR / "retrieval.json", {"data": args.eval_data, **metrics})
             print(
                 f"zero-shot retrieval on {int(metrics['num_clips'])} held-out clips: "
                 f"text->video R@1 {metrics['t2v_R@1']:.1f}%, R@5 {metrics['t2v_R@5']:.1f}% "

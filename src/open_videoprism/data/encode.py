@@ -1,9 +1,9 @@
 """Writing frame arrays as video files with PyAV (h264, yuv420p), atomically."""
 
 from __future__ import annotations
+from open_videoprism.atomic import atomic_path
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +39,8 @@ def write_video(
     if h % 2 or w % 2:
         raise ValueError(f"yuv420p needs even frame sizes, got {h}x{w}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4" if path.suffix.lower() in (".mp4", "") else None,
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4" if path.suffix.lower() in (".mp4", "") else None,
                      options=container_options or {}) as container:
             from fractions import Fraction
 
@@ -58,9 +55,4 @@ def write_video(
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

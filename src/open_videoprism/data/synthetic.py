@@ -22,13 +22,14 @@ gaps between them, and records their time segments for localization.
 """
 
 from __future__ import annotations
+from open_videoprism.atomic import write_bytes, write_json, write_jsonl
 
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -431,23 +432,6 @@ def _run_job(job: _Job) -> dict[str, Any]:
     return record
 
 
-def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
-    """Write records as JSON lines atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def train_tokenizer(captions: list[str], out: str | os.PathLike, vocab_size: int = 200) -> Path:
     """Train a small SentencePiece BPE model on canonicalised captions (ids: pad 0, eos 1, unk 2, no bos).
 
@@ -472,10 +456,7 @@ def train_tokenizer(captions: list[str], out: str | os.PathLike, vocab_size: int
         hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
         character_coverage=1.0, minloglevel=2,
     )
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_bytes(model.getvalue())
-    os.replace(tmp, out)
-    return out
+    return write_bytes(out, model.getvalue())
 
 
 def generate(
@@ -510,7 +491,7 @@ def generate(
         if old != settings:
             # Different settings would mix videos of two configurations.
             overwrite = True
-    _write_json(prev, settings)
+    write_json(prev, settings)
     sizes = split_sizes(clips)
     n_long = max(2, clips // 25) if long_videos is None else long_videos
     jobs = [_Job(str(out), seed, s, i, cfg, overwrite) for s in SPLITS for i in range(sizes[s])]
@@ -540,7 +521,7 @@ def generate(
     manifests = {s: str(write_jsonl(out / f"{s}.jsonl", rs)) for s, rs in by_split.items()}
     qa = [{"path": r["path"], "split": r["split"], **q} for s in SPLITS for r in by_split[s] for q in r["qa"]]
     write_jsonl(out / "qa.jsonl", qa)
-    _write_json(out / "classes.json", {
+    write_json(out / "classes.json", {
         "label": appearance_classes(), "motion_label": motion_classes(),
         "shape": list(SHAPES), "colour": list(COLOURS), "texture": list(TEXTURES),
         "prompts": {"label": "a video of a {}.", "motion_label": "a video of an object that {}."},

@@ -25,13 +25,13 @@ import logging
 import os
 import re
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from open_videoprism.atomic import atomic_path
 from open_videoprism.data.config import VideoDataConfig
 from open_videoprism.data.dataset import ClipSampler, collate, sample_rng
 from open_videoprism.data.decode import DecodeError
@@ -100,9 +100,7 @@ def write_shards(
         lo, hi = s * samples_per_shard, min(len(m), (s + 1) * samples_per_shard)
         if path.is_file():
             continue  # complete: shards are only ever renamed into place
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=out)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             with tarfile.open(tmp, "w") as tar:
                 for i in range(lo, hi):
                     e = m[i]
@@ -115,11 +113,6 @@ def write_shards(
                             "end": e.end, **{k: v for k, v in e.fields.items()}}
                     _add(tar, f"{key}{src.suffix.lower() or '.mp4'}", src.read_bytes())
                     _add(tar, f"{key}.json", json.dumps(meta).encode())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         written += 1
     for sk in skipped:
         log.warning("not packed %s: %s", sk["path"], sk["reason"])

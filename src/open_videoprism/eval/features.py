@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from open_videoprism.atomic import atomic_path, write_json
 from open_videoprism.progress import progress_bar
 
 from open_videoprism.errors import UserError
@@ -116,42 +116,16 @@ def fingerprint_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
 SHARD_FORMATS = ("safetensors", "npz")
 
 
 def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write a shard (format from the suffix) through a temporary file + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, fsync=True) as tmp:
         if path.suffix == ".npz":
-            with open(tmp, "wb") as f:  # a file object keeps numpy from appending ".npz"
-                np.savez(f, **{k: v.contiguous().numpy() for k, v in tensors.items()})
+            np.savez(tmp, **{k: v.contiguous().numpy() for k, v in tensors.items()})
         else:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def _load_shard(path: Path) -> dict[str, torch.Tensor]:
@@ -280,7 +254,7 @@ def extract_features(
         state["shards"].append(name)
         state["num_done"] += buffered
         state["loader_state"] = loader.state().to_dict()
-        atomic_write_json(progress_path, state)
+        write_json(progress_path, state, fsync=True, sort_keys=True)
         buffer, buffered = {}, 0
         new_shards += 1
 
@@ -301,7 +275,7 @@ def extract_features(
     bar.close()
     state["complete"] = True
     state["skips"] = dict(getattr(loader, "skips", {}) or {})
-    atomic_write_json(progress_path, state)
+    write_json(progress_path, state, fsync=True, sort_keys=True)
     return out
 
 

@@ -10,9 +10,9 @@ Every figure is written atomically (temporary file in the same folder, then
 """
 
 from __future__ import annotations
+from open_videoprism.atomic import atomic_path
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -26,15 +26,11 @@ import torch  # noqa: E402
 
 def _save(fig: "plt.Figure", path: str | os.PathLike) -> Path:
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return out
 
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from open_videoprism.eval.features import atomic_write_bytes, atomic_write_json
+from open_videoprism.atomic import write_json, write_text
 
 
 def _fmt(value: Any) -> str:
@@ -65,11 +65,11 @@ def write_report(
     """Write ``out_dir/metrics.json`` and ``out_dir/metrics.md``; returns the JSON path."""
     out = Path(out_dir)
     payload = _json_safe({"task": task, "metrics": dict(metrics), "chance": dict(chance or {}), **dict(extra or {})})
-    atomic_write_json(out / "metrics.json", payload)
+    write_json(out / "metrics.json", payload, sort_keys=True)
     md = markdown_table(metrics, chance, title=f"{task}")
     if extra and extra.get("checkpoint"):
         md += f"\ncheckpoint: `{extra['checkpoint']}`\n"
-    atomic_write_bytes(out / "metrics.md", md.encode())
+    write_text(out / "metrics.md", md)
     return out / "metrics.json"
 
 

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from open_videoprism.atomic import write_json, write_jsonl
 from open_videoprism.errors import DataError, UserError
 from open_videoprism.eval import captioning as cap
 from open_videoprism.eval import localization as loc
@@ -42,8 +43,6 @@ from open_videoprism.eval import plots
 from open_videoprism.eval.features import (
     FeatureConfig,
     FeatureSet,
-    atomic_write_bytes,
-    atomic_write_json,
     extract_features,
     file_fingerprint,
     fingerprint_hash,
@@ -242,7 +241,7 @@ def run_probe(model: VideoPrism, settings: EvalSettings, kind: str) -> dict[str,
         plots.plot_training_curves(
             {k: v for k, v in history.to_dict().items() if k != "epoch"}, out / "training_curves.png", f"{kind} probe"
         )
-    atomic_write_json(out / "history.json", history.to_dict())
+    write_json(out / "history.json", history.to_dict(), sort_keys=True)
     return {"metrics": metrics, "chance": chance, "config": cfg.to_dict()}
 
 
@@ -350,7 +349,7 @@ def run_localize(model: VideoPrism, settings: EvalSettings) -> dict[str, Any]:
     gt = [Segment(j, float(s["start"]), float(s["end"]), int(s["label"])) for j, r in enumerate(test_rows) for s in segs_all[r]]
     metrics: dict[str, Any] = localization_map(preds, gt)
     metrics.update({"num_train_videos": n_train, "num_test_videos": len(test_rows), "num_segments": len(gt)})
-    atomic_write_json(settings.out_dir / "segments.json", [
+    write_json(settings.out_dir / "segments.json", [
         {"video": entries[int(fs.index[test_rows[p.video]])].path, "start": p.start, "end": p.end, "label": p.label, "score": p.score}
         for p in preds
     ])
@@ -419,7 +418,7 @@ def run_text_task(model: VideoPrism, settings: EvalSettings, task: str) -> dict[
     metrics.update({"num_train": len(train), "num_test": len(test), "vocab_size": len(vocab)})
     preds = [{"video": test_entries[int(test_fs.index[s.video])].path, "prompt": s.prompt, "target": s.target, "output": o}
              for s, o in zip(test, outputs)]
-    atomic_write_bytes(settings.out_dir / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in preds).encode())
+    write_jsonl(settings.out_dir / "predictions.jsonl", preds)
     if settings.plots:
         plots.plot_training_curves({"loss": losses}, settings.out_dir / "training_curves.png", f"{task} decoder")
     return {"metrics": metrics, "chance": chance, "config": cfg.to_dict()}

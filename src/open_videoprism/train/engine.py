@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from open_videoprism.atomic import write_text
 from open_videoprism.errors import TrainingDiverged, UserError
 from open_videoprism.train import checkpoint as ckpt
 from open_videoprism.train.config import TrainConfig, objective_options
@@ -84,16 +85,6 @@ def _data_rng_guard() -> contextlib.AbstractContextManager:
 def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"
     return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -219,7 +210,7 @@ class Trainer:
             n = ckpt.sweep_temporaries(cdir)
             if n:
                 log.warning("removed %d incomplete checkpoint folder(s) left by an interrupted run", n)
-            _atomic_write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
+            write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
         barrier()
         if not resume:
             return None

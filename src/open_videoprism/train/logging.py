@@ -14,11 +14,11 @@ import json
 import logging as _pylogging
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from open_videoprism.atomic import write_jsonl
 from open_videoprism.progress import progress_bar
 
 log = _pylogging.getLogger(__name__)
@@ -48,11 +48,7 @@ def truncate_metrics(path: str | os.PathLike, after_step: int) -> int:
     records = read_metrics(p)
     keep = [r for r in records if int(r.get("step", 0)) <= after_step]
     dropped = len(records) - len(keep)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    with os.fdopen(fd, "w") as f:
-        for r in keep:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, p)
+    write_jsonl(p, keep)
     return dropped
 
 
