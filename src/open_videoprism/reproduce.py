@@ -8,6 +8,7 @@ run still gets a report.
 
 from __future__ import annotations
 from open_videoprism.atomic import write_text
+from open_videoprism.train.logging import read_metrics
 
 import json
 import math
@@ -29,18 +30,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def read_metrics_log(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.jsonl``; unreadable lines (a run killed mid-write) are skipped."""
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
 
 
 def _cell(value: float | None) -> str:
@@ -68,7 +57,7 @@ def _plot_losses(out: Path, models: Mapping[str, str], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logs = {n: read_metrics_log(out / "runs" / n / "metrics.jsonl") for n in models}
+    logs = {n: read_metrics(out / "runs" / n / "metrics.jsonl") for n in models}
     logs = {n: rows for n, rows in logs.items() if rows}
     if not logs:
         return False
@@ -154,7 +143,7 @@ def write_reproduce_report(
     lines += ["", "## Training curves", ""]
     final = []
     for name in models:
-        rows = read_metrics_log(out / "runs" / name / "metrics.jsonl")
+        rows = read_metrics(out / "runs" / name / "metrics.jsonl")
         keyed = [r for r in rows if "loss" in r]
         if keyed:
             parts = [f"loss {keyed[0]['loss']:.3f} -> {keyed[-1]['loss']:.3f}"]
