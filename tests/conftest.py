@@ -1,37 +1,34 @@
 """Shared test fixtures.
 
-``../shared`` (next to the repository root) holds the official reference outputs
-and the demo clip. It is read-only; tests never write into it. Tests that need
-it skip with a clear reason where it is absent (a checkout without it).
+``tests/fixtures/`` holds the official reference outputs (``official/``, made by the
+official JAX code; see its README) and the real demo clip of the official demos, so a
+fresh clone runs every test. Tests never write into it.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("OVP_SHARED_DIR", REPO_ROOT.parent / "shared"))
-OFFICIAL = SHARED / "fixtures" / "official"
-DEMO_CLIP = SHARED / "data" / "water_bottle_drumming.mp4"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+OFFICIAL = FIXTURES / "official"
+DEMO_CLIP = FIXTURES / "water_bottle_drumming.mp4"
 
 
 @pytest.fixture(scope="session")
 def official_dir() -> Path:
-    """The official reference fixtures folder (skips where ../shared is absent)."""
-    if not (OFFICIAL / "README.md").exists():
-        pytest.skip(f"official fixtures not found at {OFFICIAL} (set OVP_SHARED_DIR to the shared/ folder)")
+    """The official reference fixtures folder."""
+    assert (OFFICIAL / "README.md").exists(), f"official fixtures missing at {OFFICIAL}: the checkout is incomplete"
     return OFFICIAL
 
 
 @pytest.fixture(scope="session")
 def demo_clip() -> Path:
-    """The official demo video (skips where ../shared is absent)."""
-    if not DEMO_CLIP.exists():
-        pytest.skip(f"demo clip not found at {DEMO_CLIP} (set OVP_SHARED_DIR to the shared/ folder)")
+    """The official demo video."""
+    assert DEMO_CLIP.exists(), f"demo clip missing at {DEMO_CLIP}: the checkout is incomplete"
     return DEMO_CLIP
 
 

@@ -21,7 +21,7 @@ from open_videoprism.data import (
 )
 from open_videoprism.data.decode import to_tensor
 
-DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "water_bottle_drumming.mp4"
+DEMO = Path(__file__).resolve().parent / "fixtures" / "water_bottle_drumming.mp4"
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,6 @@ def test_decode_errors_carry_reason(tmp_path):
     assert e.value.reason == "missing" and "nope.mp4" in str(e.value)
 
 
-@pytest.mark.skipif(not DEMO.is_file(), reason=f"demo clip not found at {DEMO} (shared data folder absent)")
 def test_demo_clip_official_uniform_sampling():
     with VideoReader(DEMO) as r:
         assert (r.num_frames, r.width, r.height) == (100, 512, 512)

@@ -21,7 +21,7 @@ from open_videoprism.eval.zeroshot import (
     similarity,
 )
 
-SPM = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "official" / "test_spm.model"
+SPM = Path(__file__).resolve().parent / "fixtures" / "official" / "test_spm.model"
 
 
 def test_encoder_only_model_gets_a_clear_error():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import open_videoprism as ovp
-from open_videoprism.pos_embed import sinusoidal_table
+from open_videoprism.models.pos_embed import sinusoidal_table
 
 transformers = pytest.importorskip("transformers", reason="transformers is a test dependency (pip install -e .[test])")
 

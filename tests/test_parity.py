@@ -1,4 +1,4 @@
-"""Official parity: every reference case of ../shared/fixtures/official to <= 1e-4 in fp32."""
+"""Official parity: every reference case of tests/fixtures/official to <= 1e-4 in fp32."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from open_videoprism.errors import CheckpointError, UserError
-from open_videoprism.train import checkpoint as ckpt
+from open_videoprism.train import checkpoint_manager as ckpt
 from open_videoprism.train.config import load_config
 from open_videoprism.train.data import RandomPairStream
 from open_videoprism.train.engine import Trainer, build_objective

@@ -32,7 +32,7 @@ from torch import nn
 from open_videoprism.eval.fit import fit
 from open_videoprism.eval.metrics import caption_tokens
 from open_videoprism.eval.probes import default_num_heads
-from open_videoprism.layers import Attention, Mlp, Transformer, layer_norm
+from open_videoprism.models.layers import Attention, Mlp, Transformer, layer_norm
 from open_videoprism.progress import progress_bar
 
 PAD, BOS, EOS, SEP, UNK = 0, 1, 2, 3, 4

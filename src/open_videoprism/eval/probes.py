@@ -3,7 +3,7 @@ VideoGLUE and a linear probe on mean-pooled tokens.
 
 The attentive probe follows VideoGLUE's ``AttentionPoolerClassificationHead``:
 LayerNorm on the tokens -> one learned query cross-attending to all tokens
-(:class:`open_videoprism.layers.AttentionPool`, 12 heads by default) ->
+(:class:`open_videoprism.models.layers.AttentionPool`, 12 heads by default) ->
 dropout -> linear classifier. Training: AdamW, label smoothing, linear warmup
 then cosine decay. Features are precomputed (the backbone is frozen), so a
 probe trains in seconds on CPU.
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from open_videoprism.eval.fit import fit
-from open_videoprism.layers import AttentionPool, layer_norm
+from open_videoprism.models.layers import AttentionPool, layer_norm
 
 ProbeKind = Literal["attentive", "linear"]
 

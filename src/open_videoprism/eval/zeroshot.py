@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from open_videoprism.errors import UserError
-from open_videoprism.layers import l2_normalize
+from open_videoprism.models.layers import l2_normalize
 from open_videoprism.models import VideoPrism
 from open_videoprism.tokenizer import Tokenizer
 

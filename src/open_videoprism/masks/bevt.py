@@ -1,6 +1,6 @@
 """BEVT block-wise masking: a 2-D BEiT block mask repeated over a temporal span.
 
-BEVT (``mask_generator.py``, shared/docs/paper-facts.md §4.1) draws a BEiT
+BEVT (its ``mask_generator.py``; paper Sec. 2.3.2) draws a BEiT
 block mask on the ``H' x W'`` grid -- rectangles of random area and
 log-uniform aspect ratio, counting only newly masked cells, until the target
 is reached -- and copies it onto a random contiguous span of frames (the span

@@ -1,6 +1,6 @@
 """The stage-2 decoders: token-wise (local) and global distillation heads.
 
-Both follow the paper's Table 11 (shared/docs/paper-facts.md §1.4): a linear
+Both follow the paper's Table 11 (paper App. C.2): a linear
 projector from the encoder width to the decoder width (512), a 4-layer
 Transformer (MLP 2048), and a projector to the teacher width. They are model
 parts, not losses, so they live here; the stage-2 objective
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from open_videoprism.layers import AttentionPool, Transformer, layer_norm
-from open_videoprism.pos_embed import resize_spatial_table, resize_temporal_table
+from open_videoprism.models.layers import AttentionPool, Transformer, layer_norm
+from open_videoprism.models.pos_embed import resize_spatial_table, resize_temporal_table
 
 
 @dataclass

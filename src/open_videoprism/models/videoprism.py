@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from open_videoprism.layers import AttentionPool, Transformer, l2_normalize, layer_norm
+from open_videoprism.models.layers import AttentionPool, Transformer, l2_normalize, layer_norm
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
-from open_videoprism.pos_embed import resize_spatial_table, resize_temporal_table, sinusoidal_table
+from open_videoprism.models.pos_embed import resize_spatial_table, resize_temporal_table, sinusoidal_table
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Stage 2: masked video modelling with global-local distillation and token shuffling.
 
-The paper's second stage (shared/docs/paper-facts.md §4, Algorithm 1):
+The paper's second stage (paper Sec. 2.3.2, App. C.2, Algorithm 1):
 
 * a **teacher** -- the frozen stage-1 video encoder with its auxiliary layers
   and MAP head -- encodes the full clip (eval mode, no gradients, optionally

@@ -34,7 +34,7 @@ from torch import nn
 
 from open_videoprism.atomic import write_text
 from open_videoprism.errors import TrainingDiverged, UserError
-from open_videoprism.train import checkpoint as ckpt
+from open_videoprism.train import checkpoint_manager as ckpt
 from open_videoprism.train.config import TrainConfig, objective_options
 from open_videoprism.train.data import StreamFactory
 from open_videoprism.train.distributed import DistInfo, all_reduce_mean, barrier, unwrap, wrap_ddp
