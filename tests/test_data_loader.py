@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,7 @@ def test_exact_resume(data_videos):
     full = _sig(_take(build_loader(src, _cfg(), batch_size=4, training=True, seed=5), 7))
     first = build_loader(src, _cfg(), batch_size=4, training=True, seed=5)
     head = _sig(_take(first, 4))
-    state = LoaderState.from_dict(json.loads(json.dumps(first.state().to_dict())))  # through JSON
+    state = LoaderState(**json.loads(json.dumps(asdict(first.state()))))  # through JSON
     assert (state.epoch, state.batch) == (1, 1)
     tail = _sig(_take(build_loader(src, _cfg(), batch_size=4, training=True, seed=5, state=state, num_workers=2), 3))
     assert head + tail == full

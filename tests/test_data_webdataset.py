@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,7 @@ def test_training_stream_shuffles_and_resumes(data_shards):
     assert order != sorted(order)                          # shuffled
     first = build_loader(str(shards), cfg, batch_size=2, training=True, seed=4, num_workers=2)
     head = take(first, 3)
-    state = LoaderState.from_dict(json.loads(json.dumps(first.state().to_dict())))
+    state = LoaderState(**json.loads(json.dumps(asdict(first.state()))))
     assert state.worker_positions is not None and len(state.worker_positions) == 2
     tail = take(build_loader(str(shards), cfg, batch_size=2, training=True, seed=4, num_workers=2, state=state), 5)
     # Every worker continues exactly where it stopped, in the same interleaving: same batches, same clips.

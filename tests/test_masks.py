@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from open_videoprism.config import build
 from open_videoprism.errors import ConfigError
 from open_videoprism.masks import (
     BEVTMaskGenerator,
@@ -167,7 +168,7 @@ def test_random_mask_is_uniform_over_positions() -> None:
 
 @pytest.mark.parametrize("kind", ["bevt", "tube", "random"])
 def test_masks_are_seeded_and_leave_global_rng_alone(kind: str) -> None:
-    gen = build_mask_generator({"type": kind, "ratio": 0.65})
+    gen = build_mask_generator(MaskConfig(type=kind, ratio=0.65))
     grid = TokenGrid(4, 8, 8)
     state = torch.random.get_rng_state()
     a = gen(4, grid, _gen(7))
@@ -179,7 +180,7 @@ def test_masks_are_seeded_and_leave_global_rng_alone(kind: str) -> None:
 
 
 def test_collator_masks_depend_only_on_seed_and_sample_indices() -> None:
-    gen = build_mask_generator({"type": "bevt", "ratio": 0.65, "span_range": [0.5, 1.0]})
+    gen = build_mask_generator(MaskConfig(type="bevt", ratio=0.65, span_range=(0.5, 1.0)))
     video = torch.zeros(3, 4, 3, 72, 72)
 
     def collate(seed: int, index: list[int], calls_before: int = 0) -> dict:
@@ -205,10 +206,12 @@ def test_bad_inputs_fail_with_clear_errors() -> None:
     for ratio in (1.0, -0.1, 1.5):
         with pytest.raises(ConfigError, match="ratio"):
             RandomMaskGenerator(ratio)
-    with pytest.raises(ConfigError, match="unknown mask.type"):
-        build_mask_generator({"type": "blocky"})
-    with pytest.raises(ConfigError, match="unknown mask option"):
-        MaskConfig.from_dict({"ratio": 0.5, "raito": 0.5})
+    with pytest.raises(ConfigError, match="type: unknown mask 'blocky'"):
+        MaskConfig(type="blocky")
+    with pytest.raises(ConfigError, match=r"mask: ratio: .* \[0, 1\), got 1.0"):
+        build(MaskConfig, [("mask", {"ratio": 1.0})], source="mask")
+    with pytest.raises(ConfigError, match="mask: raito: unknown key"):
+        build(MaskConfig, [("mask", {"ratio": 0.5, "raito": 0.5})])
     with pytest.raises(ConfigError, match="span_range"):
         BEVTMaskGenerator(0.5, span_range=(0.8, 0.4))
     with pytest.raises(ValueError, match="not divisible"):

@@ -109,7 +109,7 @@ def test_accumulation_equals_the_mean_of_micro_batch_gradients() -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{n}: {m}")
 
 
-@pytest.mark.parametrize("extra", [["precision=bf16"], ["optim.name=adafactor", "optim.lr=1e-2"], ["model.grad_checkpointing=true"]])
+@pytest.mark.parametrize("extra", [["precision=bf16"], ["optim.name=adafactor", "optim.betas=null", "optim.eps=null", "optim.lr=1e-2"], ["model.grad_checkpointing=true"]])
 def test_precision_optimiser_and_checkpointing_variants_train(extra: list[str]) -> None:
     cfg = _cfg("steps=2", *extra)
     obj = build_objective(cfg)

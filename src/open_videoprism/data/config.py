@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 from open_videoprism.errors import ConfigError
 
@@ -15,7 +15,7 @@ class VideoDataConfig:
     num_frames: int = 16          # T
     image_size: int = 288         # output H == W (divisible by the patch size, 18)
     frame_stride: int = 2         # "random"/"multiclip": T frames every `stride` frames
-    sampling: str = "random"      # "random" (train) | "uniform" (official linspace) | "multiclip"
+    sampling: Literal["random", "uniform", "multiclip"] = "random"  # train | official linspace | K clips
     num_clips: int = 1            # for "multiclip": video is [B, K, T, 3, H, W]
     random_resized_crop: bool = True
     crop_scale: tuple[float, float] = (0.5, 1.0)
@@ -29,28 +29,15 @@ class VideoDataConfig:
 
     def __post_init__(self) -> None:
         if self.sampling not in ("random", "uniform", "multiclip"):
-            raise ConfigError(f"sampling must be 'random', 'uniform' or 'multiclip', got {self.sampling!r}")
-        if self.num_frames < 1 or self.image_size < 1 or self.frame_stride < 1 or self.num_clips < 1:
-            raise ConfigError("num_frames, image_size, frame_stride and num_clips must be positive")
+            raise ConfigError(f"sampling: must be random, uniform or multiclip, got {self.sampling!r}")
+        for key in ("num_frames", "image_size", "frame_stride", "num_clips", "max_text_length"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
-            raise ConfigError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+            raise ConfigError(f"crop_scale: must satisfy 0 < min <= max <= 1, got {list(self.crop_scale)}")
         if not 0 <= self.max_failure_ratio <= 1:
-            raise ConfigError(f"max_failure_ratio must be in [0, 1], got {self.max_failure_ratio}")
+            raise ConfigError(f"max_failure_ratio: must be in [0, 1], got {self.max_failure_ratio}")
+        if self.decode_threads < 0 or self.shuffle_buffer < 0:
+            raise ConfigError("decode_threads and shuffle_buffer: must be >= 0")
         self.crop_scale = (float(lo), float(hi))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["crop_scale"] = list(self.crop_scale)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VideoDataConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown data config keys {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        if "crop_scale" in d:
-            d["crop_scale"] = tuple(d["crop_scale"])
-        return cls(**d)

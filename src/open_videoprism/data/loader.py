@@ -16,6 +16,7 @@ and the failure-ratio check stops a broken dataset with one
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -41,22 +42,15 @@ MAX_REPLACEMENTS = 32
 
 @dataclass
 class LoaderState:
-    """Where a loader stands: after ``batch`` batches of ``epoch``. JSON-able."""
+    """Where a loader stands: after ``batch`` batches of ``epoch``.
+
+    JSON-able: ``dataclasses.asdict(state)`` writes it, ``LoaderState(**d)`` reads it back."""
 
     epoch: int = 0
     batch: int = 0
     skips: dict[str, Any] = field(default_factory=dict)      # SkipTracker.state()
     worker_positions: list[list[int]] | None = None   # WebDataset: [epoch, samples consumed] per worker
     next_worker: int = 0                               # WebDataset: the worker whose batch comes next
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch": self.batch, "skips": dict(self.skips),
-                "worker_positions": self.worker_positions, "next_worker": self.next_worker}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LoaderState":
-        return cls(epoch=int(d.get("epoch", 0)), batch=int(d.get("batch", 0)), skips=dict(d.get("skips") or {}),
-                   worker_positions=d.get("worker_positions"), next_worker=int(d.get("next_worker", 0)))
 
 
 def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -142,7 +136,7 @@ class VideoLoader:
         self.builder = builder
         self.training = builder.training
         self.num_workers = num_workers
-        self._state = LoaderState.from_dict(state.to_dict()) if state else LoaderState()
+        self._state = copy.deepcopy(state) if state else LoaderState()
         self.tracker = SkipTracker(builder.cfg.max_failure_ratio, source=source)
         self.tracker.load_state(self._state.skips)
 
@@ -157,7 +151,7 @@ class VideoLoader:
 
     def state(self) -> LoaderState:
         """The position after the last batch yielded (pass to ``build_loader(..., state=)``)."""
-        s = LoaderState.from_dict(self._state.to_dict())
+        s = copy.deepcopy(self._state)
         s.skips = self.tracker.state()
         return s
 

@@ -18,6 +18,7 @@ same worker count continues the batch sequence exactly.
 
 from __future__ import annotations
 
+import copy
 import glob
 import io
 import json
@@ -290,7 +291,7 @@ class ShardLoader:
         self.training = training
         self.num_workers = num_workers
         w = max(1, num_workers)
-        self._state = LoaderState.from_dict(state.to_dict()) if state else LoaderState()
+        self._state = copy.deepcopy(state) if state else LoaderState()
         positions = self._state.worker_positions
         if positions is not None and len(positions) != w:
             # Another worker count splits shards differently: restart the epoch.

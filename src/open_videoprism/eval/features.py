@@ -27,7 +27,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from open_videoprism.atomic import atomic_path, write_json
 from open_videoprism.progress import progress_bar
 
-from open_videoprism.errors import UserError
+from open_videoprism.errors import ConfigError, UserError
 from open_videoprism.models import VideoPrism
 
 PROGRESS_FILE = "progress.json"
@@ -56,13 +56,20 @@ class FeatureConfig:
     image_size: int | None = None
     num_clips: int = 1
     frame_stride: int = 2
-    sampling: str = "uniform"  # "uniform" (official, 1 clip) or "multiclip"
+    sampling: str = "uniform"  # "uniform" (official, 1 clip) or "multiclip" (set by num_clips > 1)
     store_tokens: bool = True
-    token_dtype: str = "float16"  # halves the disk size; probes upcast to float32
+    token_dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # halves the disk size; probes upcast to float32
     batch_size: int = 8
     shard_size: int = 256  # videos per shard, rounded up to whole batches (= resume granularity)
     label_field: str = "label"
-    shard_format: str = "safetensors"  # or "npz" (numpy .npy arrays in a zip), for numpy-only users
+    shard_format: Literal["safetensors", "npz"] = "safetensors"  # npz: numpy .npy arrays in a zip, for numpy-only users
+
+    def __post_init__(self) -> None:
+        if self.sampling not in ("uniform", "multiclip"):
+            raise ConfigError(f"sampling: must be uniform or multiclip, got {self.sampling!r}")
+        for key in ("num_clips", "frame_stride", "batch_size", "shard_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the features (batching and sharding do not)."""
@@ -232,7 +239,7 @@ def extract_features(
         hflip=False,
         label_field=cfg.label_field,
     )
-    resume = LoaderState.from_dict(state["loader_state"]) if state["loader_state"] else None
+    resume = LoaderState(**state["loader_state"]) if state["loader_state"] else None
     # The loader position counts batches: a resumed run keeps the batch size it started with.
     state.setdefault("batch_size", cfg.batch_size)
     loader = build_loader(str(manifest), data_cfg, batch_size=state["batch_size"], training=False, state=resume)
@@ -253,7 +260,7 @@ def extract_features(
         _atomic_save_tensors(out / name, tensors)
         state["shards"].append(name)
         state["num_done"] += buffered
-        state["loader_state"] = loader.state().to_dict()
+        state["loader_state"] = asdict(loader.state())
         write_json(progress_path, state, fsync=True, sort_keys=True)
         buffer, buffered = {}, 0
         new_shards += 1

@@ -1,7 +1,7 @@
 """Mask generators for masked video modelling, as batch collators.
 
 >>> from open_videoprism.masks import MaskCollator, build_mask_generator
->>> collate = MaskCollator(build_mask_generator({"type": "bevt", "ratio": 0.65}), patch_size=18)
+>>> collate = MaskCollator(build_mask_generator(MaskConfig(type="bevt", ratio=0.65)), patch_size=18)
 >>> batch = collate({"video": video, "index": index})   # adds visible_idx [B, V], masked_idx [B, M]
 
 See docs/stage2.md for the structure of each mask and the design choices.

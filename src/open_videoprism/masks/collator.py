@@ -15,7 +15,7 @@ Batches without ``index`` fall back to a per-collator call counter.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -54,25 +54,15 @@ class MaskConfig:
     aspect_range: tuple[float, float] = (0.3, 1 / 0.3)
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "MaskConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown mask option(s) {unknown}; known: {sorted(known)}")
-        for key in ("span_range", "aspect_range"):
-            if key in d:
-                d[key] = tuple(float(x) for x in d[key])
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        if self.type not in MASK_TYPES:
+            raise ConfigError(f"type: unknown mask {self.type!r}; choose one of {', '.join(MASK_TYPES)}")
+        if not 0.0 <= self.ratio < 1.0:
+            raise ConfigError(f"ratio: the masked fraction must be in [0, 1), got {self.ratio}")
 
 
-def build_mask_generator(cfg: MaskConfig | Mapping[str, Any]) -> MaskGenerator:
-    """A generator from a :class:`MaskConfig` (or its dict form)."""
-    cfg = cfg if isinstance(cfg, MaskConfig) else MaskConfig.from_dict(cfg)
+def build_mask_generator(cfg: MaskConfig) -> MaskGenerator:
+    """The generator a :class:`MaskConfig` describes."""
     if cfg.type not in MASK_TYPES:
         raise ConfigError(f"unknown mask.type {cfg.type!r}; choose one of {sorted(MASK_TYPES)}")
     if cfg.type == "bevt":

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from open_videoprism.errors import ConfigError
+from open_videoprism.config import build
 
 
 @dataclass
@@ -75,15 +75,9 @@ class VideoPrismConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VideoPrismConfig":
-        d = dict(d)
-        try:
-            vision = VisionConfig(**d.pop("vision", {}))
-            text_d = d.pop("text", None)
-            text = TextConfig(**text_d) if text_d is not None else None
-            return cls(vision=vision, text=text, **d)
-        except TypeError as exc:
-            raise ConfigError(f"invalid model config: {exc}") from None
+    def from_dict(cls, d: dict[str, Any], source: str = "model config") -> "VideoPrismConfig":
+        """Strictly typed: an unknown key or a wrong type fails naming it."""
+        return build(cls, [(source, d)], source=source)
 
     @classmethod
     def from_json(cls, s: str) -> "VideoPrismConfig":

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,6 +43,12 @@ class ContrastiveOptions:
     # Images (1-frame videos) take the first row of the time table, as the paper's stage 1 does;
     # False resizes the table like the official inference code.
     crop_image_temporal_pos: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.token_drop_ratio < 1.0:
+            raise ConfigError(f"token_drop_ratio: must be in [0, 1), got {self.token_drop_ratio}")
+        if self.temperature_init <= 0 or self.max_logit_scale <= 0:
+            raise ConfigError("temperature_init and max_logit_scale: must be > 0")
 
 
 def tube_keep_count(num_patches: int, ratio: float) -> int:
@@ -148,27 +154,10 @@ def build_contrastive(options: ContrastiveOptions, *, train_config: Any, teacher
 # --- embeddings of held-out pairs (retrieval metrics live in open_videoprism.eval) ---
 
 
-@torch.no_grad()
-def embed_pairs(model: VideoPrism, batches: Iterable[dict[str, Any]], device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Video and text embeddings ``([N, D], [N, D])`` of every clip and its caption."""
-    was_training = model.training
-    model.eval()
-    vs, ts = [], []
-    for batch in batches:
-        video = batch["video"].to(device or model.device)
-        vs.append(model.encode_video(video, frame_embeddings=False).embedding.float().cpu())
-        ts.append(model.encode_text(batch["text_ids"].to(video.device), batch["text_paddings"].to(video.device)).float().cpu())
-    model.train(was_training)
-    if not vs:
-        raise ValueError("no batches to embed")
-    return torch.cat(vs), torch.cat(ts)
-
-
 __all__ = [
     "ContrastiveObjective",
     "ContrastiveOptions",
     "build_contrastive",
-    "embed_pairs",
     "tube_keep_count",
     "tube_visible",
 ]

@@ -17,12 +17,13 @@ continues from such a state. Three streams:
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import torch
 
-from open_videoprism.errors import ConfigError, DataError
+from open_videoprism.errors import ConfigError
 from open_videoprism.train.config import DataConfig, TrainConfig
 
 Batch = dict[str, Any]
@@ -111,7 +112,7 @@ class LoaderStream:
         return iter(self.loader)
 
     def state(self) -> dict[str, Any]:
-        return self.loader.state().to_dict()
+        return asdict(self.loader.state())
 
 
 def interleave_choice(step: int, weights: Sequence[float]) -> int:
@@ -189,29 +190,14 @@ def loader_factory(
     rank: int,
     world_size: int,
     collate_fn: Callable[[Batch], Batch] | None,
-    num_frames: int | None = None,
 ) -> StreamFactory:
     """A factory of :class:`LoaderStream` over ``source`` with the run's data settings."""
-    try:
-        from open_videoprism.data import LoaderState, VideoDataConfig, build_loader
-    except ImportError as exc:  # pragma: no cover - the data layer is a hard part of the package
-        raise DataError(f"open_videoprism.data is not available ({exc}); cannot read {source}") from None
-    vcfg = VideoDataConfig(
-        num_frames=num_frames or data_cfg.num_frames,
-        image_size=data_cfg.image_size,
-        frame_stride=data_cfg.frame_stride,
-        sampling=data_cfg.sampling,
-        random_resized_crop=data_cfg.random_resized_crop,
-        crop_scale=tuple(data_cfg.crop_scale),
-        hflip=data_cfg.hflip,
-        max_text_length=data_cfg.max_text_length,
-        max_failure_ratio=data_cfg.max_failure_ratio,
-    )
+    from open_videoprism.data import LoaderState, build_loader
 
     def make(state: Mapping[str, Any] | None) -> DataStream:
         loader = build_loader(
             source,
-            vcfg,
+            data_cfg,
             batch_size=batch_size,
             training=True,
             seed=seed,
@@ -220,7 +206,7 @@ def loader_factory(
             rank=rank,
             world_size=world_size,
             collate_fn=collate_fn,
-            state=LoaderState.from_dict(dict(state)) if state else None,
+            state=LoaderState(**state) if state else None,
         )
         return LoaderStream(loader)
 
@@ -260,7 +246,8 @@ def build_stream_factory(
         return single
     factories = [
         loader_factory(
-            _resolve(s.source, root), cfg.data, batch_size=s.batch_size or cfg.batch_size, num_frames=s.num_frames, **common  # type: ignore[arg-type]
+            _resolve(s.source, root), replace(cfg.data, num_frames=s.num_frames or cfg.data.num_frames),
+            batch_size=s.batch_size or cfg.batch_size, **common,  # type: ignore[arg-type]
         )
         for s in specs
     ]

@@ -46,8 +46,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Start the process group if launched by torchrun; returns this process's :class:`DistInfo`."""
+def init_distributed(device: str = "auto", backend: str = "auto") -> DistInfo:
+    """Start the process group if launched by torchrun; returns this process's :class:`DistInfo`.
+
+    ``backend="auto"``: NCCL when this rank uses a GPU, else Gloo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -55,7 +57,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if backend == "auto":
+            backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
@@ -86,12 +89,12 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return y / get_world_size()
 
 
-def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
+def wrap_ddp(module: nn.Module, info: DistInfo, find_unused_parameters: bool = False) -> nn.Module:
     """DistributedDataParallel when running on several ranks, else the module itself."""
     if not info.distributed:
         return module
     ids = [info.device.index] if info.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

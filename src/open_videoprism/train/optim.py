@@ -57,11 +57,13 @@ def build_optimizer(groups: Iterable[dict[str, Any]], cfg: OptimConfig) -> torch
     if not groups:
         raise ConfigError("the objective has no trainable parameters")
     if cfg.name == "adamw":
+        adam = {k: v for k, v in (("betas", cfg.betas), ("eps", cfg.eps)) if v is not None}
         opt: torch.optim.Optimizer = torch.optim.AdamW(
-            groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=False
+            groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False, **adam
         )
     elif cfg.name == "adafactor":
-        # torch's Adafactor: beta2 follows the t^-0.8 decay of the paper's recipe.
+        # torch's Adafactor: beta2 follows the t^-0.8 decay of the paper's recipe; OptimConfig
+        # refuses AdamW's betas/eps with it.
         opt = torch.optim.Adafactor(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
     else:
         raise ConfigError(f"optim.name: unknown optimiser {cfg.name!r}; use adamw or adafactor")
