@@ -23,8 +23,9 @@ def bench(tmp_path_factory, official_dir):
 
 
 def _eval(bench, task, out, *extra):
+    epochs = [] if task in ("retrieval", "zeroshot") else ["--epochs", "4"]  # tasks without a head refuse --epochs
     return main(["eval", task, "--checkpoint", str(bench["lvt"]), "--data", str(bench["synth"]), "--out", str(out),
-                 "--cache", str(bench["root"] / "cache"), "--threads", "1", "--epochs", "4", *extra])
+                 "--cache", str(bench["root"] / "cache"), "--threads", "1", *epochs, *extra])
 
 
 @pytest.mark.slow
@@ -61,6 +62,20 @@ def test_probe_is_deterministic_under_a_seed(bench, tmp_path):
     a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("a", "b"))
     assert a["metrics"] == b["metrics"] and a["seed"] == 3
     assert not (tmp_path / "a" / "confusion_matrix.png").exists()
+
+
+def test_head_settings_come_from_the_eval_config(bench, tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("base: stage1-tiny\neval: {probe: {epochs: 2, batch_size: 5, weight_decay: 0.5}}\n")
+    assert _eval(bench, "probe", tmp_path / "p", "--config", str(recipe), "probe.kind=linear", "--no-plots") == 0
+    cfg = json.loads((tmp_path / "p" / "metrics.json").read_text())["config"]
+    # the recipe's eval section, the positional override and the --epochs flag (4) all reach the head
+    assert (cfg["kind"], cfg["epochs"], cfg["batch_size"], cfg["weight_decay"]) == ("linear", 4, 5, 0.5)
+    assert main(["eval", "retrieval", "--checkpoint", str(bench["lvt"]), "--data", str(bench["synth"]),
+                 "--out", str(tmp_path / "r"), "--epochs", "3"]) == 2
+    assert "epochs: task 'retrieval' trains no head" in capsys.readouterr().err
+    assert _eval(bench, "probe", tmp_path / "q", "probe.epochz=1") == 2
+    assert "eval.probe.epochz: unknown key" in capsys.readouterr().err
 
 
 def test_zeroshot_with_an_encoder_only_checkpoint_is_a_clear_error(bench, tmp_path, capsys):

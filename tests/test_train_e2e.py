@@ -51,13 +51,14 @@ def test_stage1_on_synthetic_clips_resumes_exactly(tmp_path: Path) -> None:
     Trainer(cfg, build_objective(cfg), make_stream, split, progress=False).fit(stop_after=2)
     r = _cli("pretrain", "--config", config, "--data", data, "--out", str(split), "--resume", "--no-progress",
              "--eval-data", str(synth / "test.jsonl"), *OVERRIDES)
-    assert "trained to step 4" in r.stdout and "zero-shot retrieval on 6 held-out clips" in r.stdout
+    assert "trained to step 4" in r.stdout and "zero-shot retrieval on 6 held-out clips (18 captions)" in r.stdout
     records = read_metrics(split / "metrics.jsonl")
     assert [x["step"] for x in records] == [1, 2, 3, 4]
     assert [x["loss"] for x in records] == expected  # bit for bit, data position included
 
-    metrics = json.loads((split / "final" / "retrieval.json").read_text())
-    assert metrics["num_clips"] == 6 and 0.0 <= metrics["t2v_R@1"] <= 100.0
-    assert metrics["chance_R@1"] == pytest.approx(100 / 6)
+    # The `videoprism eval retrieval` protocol: every caption of each held-out clip is a query.
+    report = json.loads((split / "final" / "retrieval" / "metrics.json").read_text())
+    assert report["task"] == "retrieval" and report["metrics"]["num_videos"] == 6 and report["metrics"]["num_captions"] == 18
+    assert 0.0 <= report["metrics"]["t2v_R@1"] <= 100.0 and report["chance"]["t2v_R@1"] == pytest.approx(100 / 6)
     a, b = ovp.load(full), ovp.load(split)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

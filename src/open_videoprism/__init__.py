@@ -5,8 +5,11 @@
 >>> out = model.encode_video(video)                              # [B, T, 3, H, W] in [0, 1]
 >>> out.tokens, out.embedding
 >>> model.encode_text(["a video of drumming."], tokenizer="c4_en.model")
+>>> run = ovp.pretrain("stage1-tiny", data="synth/pretrain.jsonl", out="runs/s1")   # the library API
+>>> ovp.evaluate("probe", run.final_path, data="synth", out="eval/s1")["metrics"]
 """
 
+from open_videoprism.api import evaluate, extract_features, pretrain
 from open_videoprism.checkpoints import PUBLIC_CHECKPOINTS, convert, load, save_checkpoint
 from open_videoprism.errors import CheckpointError, ConfigError, DataError, UserError
 from open_videoprism.models import (
@@ -38,8 +41,11 @@ __all__ = [
     "canonicalize_text",
     "convert",
     "create_model",
+    "evaluate",
+    "extract_features",
     "get_config",
     "list_models",
     "load",
+    "pretrain",
     "save_checkpoint",
 ]

@@ -25,6 +25,19 @@ MAX_LENGTH = 64
 _PUNCT_TABLE = str.maketrans(string.punctuation, " " * len(string.punctuation))
 
 
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def find_tokenizer(data: str | os.PathLike | None) -> Path | None:
+    """The tokenizer that belongs to a dataset: ``tokenizer.model`` in the data folder
+    (or next to a manifest), where ``videoprism synth`` writes it. None if there is none."""
+    if data is None or str(data) == "random":
+        return None
+    p = Path(data)
+    candidate = (p if p.is_dir() else p.parent) / TOKENIZER_FILE
+    return candidate if candidate.is_file() else None
+
+
 def canonicalize_text(text: str) -> str:
     """``"Hello, World!"`` -> ``"hello world."`` (the official canonicalisation)."""
     return " ".join(text.translate(_PUNCT_TABLE).lower().split()) + "."

@@ -6,10 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from open_videoprism.errors import UserError
-
 _TASK_HELP = {
     "probe": "attentive (MAP) probe on frozen tokens, VideoGLUE recipe: top-1/top-5",
     "linear": "linear probe on mean-pooled tokens: top-1/top-5",
@@ -22,15 +18,33 @@ _TASK_HELP = {
 
 
 def _add_extraction_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("clip sampling and extraction")
-    g.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model's table, 16 base)")
-    g.add_argument("--image-size", type=int, default=None, help="frame side, divisible by 18 (default: the model's, 288)")
-    g.add_argument("--num-clips", type=int, default=1, help="clips per video; >1 samples evenly spaced clips (multi-view)")
-    g.add_argument("--stride", type=int, default=2, help="frame stride inside a clip when --num-clips > 1")
-    g.add_argument("--batch-size", type=int, default=8, help="videos per forward pass")
-    g.add_argument("--shard-size", type=int, default=256, help="videos per shard = resume granularity")
+    g = p.add_argument_group("clip sampling and extraction (default: the config's features section)")
+    g.add_argument("--frames", type=int, help="frames per clip (default: the model's table, 16 base)")
+    g.add_argument("--image-size", type=int, help="frame side, divisible by 18 (default: the model's, 288)")
+    g.add_argument("--num-clips", type=int, help="clips per video; >1 samples evenly spaced clips (multi-view; default 1)")
+    g.add_argument("--stride", type=int, help="frame stride inside a clip when --num-clips > 1 (default 2)")
+    g.add_argument("--batch-size", type=int, help="videos per forward pass (default 8)")
+    g.add_argument("--shard-size", type=int, help="videos per shard = resume granularity (default 256)")
     g.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+
+_EXTRACTION_KEYS = {"frames": "num_frames", "image_size": "image_size", "num_clips": "num_clips", "stride": "frame_stride",
+                    "batch_size": "batch_size", "shard_size": "shard_size"}
+
+
+def _overrides(args: argparse.Namespace, prefix: str, **more: object) -> list[str]:
+    """The flags given (not None) as ``key=value`` overrides of the config, after the positional ones."""
+    pairs = {f"{prefix}{key}": getattr(args, flag) for flag, key in _EXTRACTION_KEYS.items()}
+    pairs.update(more)
+    return [*args.overrides, *(f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None)]
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,11 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     f.add_argument("manifest", metavar="MANIFEST", help="a .jsonl/.csv manifest (paths relative to its folder)")
+    f.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="settings of open_videoprism.eval.FeatureConfig, e.g. token_dtype=bfloat16")
     f.add_argument("--checkpoint", required=True, help="official .npz, our .safetensors, HF folder or run folder")
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--no-tokens", action="store_true", help="store only pooled features (much smaller)")
     f.add_argument("--overwrite", action="store_true", help="replace a folder made with other settings")
-    f.add_argument("--format", choices=("safetensors", "npz"), default="safetensors",
+    f.add_argument("--format", choices=("safetensors", "npz"),
                    help="shard file format (npz: numpy arrays, readable without safetensors)")
     _add_extraction_args(f)
     f.set_defaults(func=run_features)
@@ -76,62 +92,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     e.add_argument("task", choices=list(_TASK_HELP), metavar="TASK", help=", ".join(_TASK_HELP))
+    e.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="settings of the eval config, e.g. probe.weight_decay=0.01 probe.kind=linear caption.dim=256")
+    e.add_argument("--config", help="a recipe whose eval: section gives the settings (a path or a shipped recipe name)")
     e.add_argument("--checkpoint", required=True, help="official .npz, our .safetensors, HF folder or run folder")
     e.add_argument("--data", help="a `videoprism synth` folder with the standard splits")
     e.add_argument("--out", required=True, help="output folder for metrics.json, metrics.md and figures")
     e.add_argument("--train", help="training manifest for heads (default: DATA/probe_train.jsonl)")
     e.add_argument("--test", help="test manifest (default: DATA/test.jsonl; DATA/long.jsonl for localize)")
     e.add_argument("--cache", help="feature cache folder (default: OUT/features)")
-    e.add_argument("--label-field", default="label",
+    e.add_argument("--label-field",
                    help="manifest field with the class (synthetic: 'label' appearance, 'motion_label' motion)")
     e.add_argument("--tokenizer", help="SentencePiece .model of the text encoder (default: DATA/tokenizer.model)")
     e.add_argument("--template", action="append", default=None,
                    help="zero-shot prompt template with {} for the class name (repeatable; default: classes.json's + CLIP-style)")
-    e.add_argument("--snippets", type=int, default=16, help="localize: snippets (clips) per long video")
-    e.add_argument("--epochs", type=int, default=None, help="epochs of the trained head (default: per task)")
-    e.add_argument("--lr", type=float, default=None, help="peak learning rate of the head (default: per task)")
-    e.add_argument("--seed", type=int, default=0, help="seed of head initialisation and shuffling")
+    e.add_argument("--snippets", type=int, help="localize: snippets (clips) per long video (default 16)")
+    e.add_argument("--epochs", type=int, help="epochs of the head the task trains (probe.epochs, localize.epochs or caption.epochs)")
+    e.add_argument("--lr", type=float, help="peak learning rate of the head the task trains")
+    e.add_argument("--seed", type=int, help="seed of every head's initialisation and shuffling (default 0)")
     e.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     _add_extraction_args(e)
     e.set_defaults(func=run_eval)
 
 
-def _setup(args: argparse.Namespace):
-    import open_videoprism as ovp
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if not Path(args.checkpoint).exists():
-        raise UserError(f"{args.checkpoint}: checkpoint not found")
-    model = ovp.load(args.checkpoint, device=device)
-    model.requires_grad_(False)
-    return model
-
-
-def _feature_config(args: argparse.Namespace, store_tokens: bool = True):
-    from open_videoprism.eval.features import FeatureConfig
-
-    for name in ("num_clips", "batch_size", "shard_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    return FeatureConfig(
-        num_frames=args.frames, image_size=args.image_size, num_clips=args.num_clips, frame_stride=args.stride,
-        sampling="multiclip" if args.num_clips > 1 else "uniform", store_tokens=store_tokens,
-        batch_size=args.batch_size, shard_size=args.shard_size, label_field=getattr(args, "label_field", "label"),
-        shard_format=getattr(args, "format", "safetensors"),
-    )
-
-
 def run_features(args: argparse.Namespace) -> int:
-    from open_videoprism.eval.features import extract_features, load_features
+    from open_videoprism.api import extract_features
+    from open_videoprism.eval.features import load_features
 
-    if not Path(args.manifest).is_file():
-        raise UserError(f"{args.manifest}: manifest not found")
-    model = _setup(args)
+    _threads(args)
+    store_tokens = False if args.no_tokens else None
     out = extract_features(
-        model, args.manifest, args.out, _feature_config(args, store_tokens=not args.no_tokens),
-        checkpoint=args.checkpoint, overwrite=args.overwrite,
+        args.checkpoint, args.manifest, args.out, overwrite=args.overwrite, device=args.device,
+        overrides=_overrides(args, "", store_tokens=store_tokens, shard_format=args.format),
     )
     fs = load_features(out)
     shapes = {k: list(v.shape) for k, v in (("mean_tokens", fs.mean_tokens), ("embedding", fs.embedding), ("tokens", fs.tokens)) if v is not None}
@@ -140,21 +132,16 @@ def run_features(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from open_videoprism.eval.tasks import EvalSettings, run_task
+    from open_videoprism.api import evaluate
 
-    if args.data and not Path(args.data).is_dir():
-        raise UserError(f"{args.data}: --data must be a folder (a `videoprism synth` output)")
-    if args.snippets < 2:
-        raise UserError("--snippets must be at least 2")
-    model = _setup(args)
-    settings = EvalSettings(
-        checkpoint=args.checkpoint, out_dir=Path(args.out), data_dir=Path(args.data) if args.data else None,
-        train_manifest=args.train, test_manifest=args.test, cache_dir=Path(args.cache) if args.cache else None,
-        tokenizer=args.tokenizer, label_field=args.label_field, features=_feature_config(args),
-        snippets=args.snippets, epochs=args.epochs, lr=args.lr, seed=args.seed, plots=not args.no_plots,
-        templates=tuple(args.template) if args.template else None,
+    _threads(args)
+    overrides = _overrides(args, "features.", snippets=args.snippets, templates=args.template,
+                           plots=False if args.no_plots else None)
+    result = evaluate(
+        args.task, args.checkpoint, out=args.out, data=args.data, train=args.train, test=args.test, cache=args.cache,
+        tokenizer=args.tokenizer, config=args.config, overrides=overrides, label_field=args.label_field,
+        seed=args.seed, epochs=args.epochs, lr=args.lr, device=args.device,
     )
-    result = run_task(args.task, model, settings)
     shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in result["metrics"].items()}
     print(json.dumps({"task": args.task, "metrics": shown, "chance": {k: round(v, 2) for k, v in result["chance"].items()}}))
     print(f"wrote {Path(args.out) / 'metrics.json'} and metrics.md")

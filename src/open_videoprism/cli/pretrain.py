@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-from pathlib import Path
-from typing import Any
-
-from open_videoprism.atomic import write_json
-from open_videoprism.errors import ConfigError, UserError
-
-log = logging.getLogger(__name__)
+import os
 
 EPILOG = """\
 examples:
@@ -27,7 +19,8 @@ examples:
 
 The run folder holds config.yaml (resolved), metrics.jsonl (one JSON per logged step),
 checkpoints/step_XXXXXXX/ (the last keep_last) and final/model.safetensors, which
-ovp.load(RUN_DIR) reads. Recipes and every key: docs/training.md.
+ovp.load(RUN_DIR) reads. Recipes and every key: docs/training.md. The same from Python:
+open_videoprism.pretrain(config, out=..., data=..., overrides=[...]).
 """
 
 
@@ -54,126 +47,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last intact checkpoint in --out")
     p.add_argument("--teacher", help="stage 2: the teacher, a run folder or checkpoint (passed to the objective)")
     p.add_argument("--tokenizer", help="SentencePiece .model for captions (default: tokenizer.model next to --data)")
-    p.add_argument("--eval-data", help="after training, zero-shot text<->video retrieval on this held-out manifest")
+    p.add_argument("--eval-data", help="after training, zero-shot text<->video retrieval on this held-out manifest "
+                        "(the `videoprism eval retrieval` protocol; results in RUN/final/retrieval/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs and metrics.jsonl only)")
     p.set_defaults(func=run)
 
 
-def _default_tokenizer(data: str | None) -> Path | None:
-    if not data or data == "random":
-        return None
-    p = Path(data)
-    return (p if p.is_dir() else p.parent) / "tokenizer.model"
-
-
-def _load_config(args: argparse.Namespace) -> Any:
-    from open_videoprism.train.config import config_from_dict, load_config, read_yaml
-    from open_videoprism.train.engine import CONFIG_FILE
-
-    overrides = list(args.overrides)
-    if args.steps is not None:
-        overrides.append(f"steps={args.steps}")
-    if args.config:
-        return load_config(args.config, overrides)
-    saved = Path(args.out) / CONFIG_FILE
-    if args.resume and saved.is_file():
-        from open_videoprism.train.config import apply_overrides
-
-        return config_from_dict(apply_overrides(read_yaml(saved), overrides), str(saved))
-    raise ConfigError("--config is required (except with --resume on a run that has config.yaml)")
-
-
-def evaluate_retrieval(model: Any, manifest: str, cfg: Any, tokenizer: Any, batch_size: int = 32) -> dict[str, float]:
-    """Zero-shot text<->video retrieval of every clip of ``manifest`` against its first caption.
-
-    Clips are sampled uniformly without augmentation (the evaluation protocol);
-    metrics are ``open_videoprism.eval.metrics.retrieval_metrics`` (percent).
-    """
-    import torch
-
-    from open_videoprism.data import VideoDataConfig, build_loader
-    from open_videoprism.eval.metrics import retrieval_metrics
-    from open_videoprism.objectives.contrastive import embed_pairs
-
-    vcfg = VideoDataConfig(
-        num_frames=cfg.data.num_frames,
-        image_size=cfg.data.image_size,
-        sampling="uniform",
-        random_resized_crop=False,
-        max_text_length=cfg.data.max_text_length,
-    )
-    loader = build_loader(manifest, vcfg, batch_size=batch_size, training=False, tokenizer=tokenizer)
-    video, text = embed_pairs(model, loader)
-    out = retrieval_metrics(text @ video.T, torch.arange(len(text)))
-    out["num_clips"] = float(len(text))
-    out["chance_R@1"] = 100.0 / len(text)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    from open_videoprism.train.data import build_stream_factory
-    from open_videoprism.train.distributed import cleanup, init_distributed, unwrap
-    from open_videoprism.train.engine import FINAL_DIR, Trainer, build_objective
+    from open_videoprism.api import pretrain
 
-    cfg = _load_config(args)
-    data = args.data
-    if data is None and args.resume:
-        meta = Path(args.out) / "data_source.json"
-        data = json.loads(meta.read_text())["data"] if meta.is_file() else None
-    if data is None and not cfg.data.datasets:
-        raise ConfigError("--data is required (a manifest, WebDataset shards, or 'random') unless the config lists data.datasets")
-    if data not in (None, "random") and not Path(data).exists() and not any(c in str(data) for c in "{*"):
-        raise UserError(f"{data}: no such manifest, shard or folder (generate one with `videoprism synth DIR`)")
-
-    info = init_distributed(cfg.device)
-    try:
-        objective = build_objective(cfg, teacher=args.teacher)
-        model = unwrap(objective).export_model()
-        tokenizer = None
-        tok_path = Path(args.tokenizer) if args.tokenizer else _default_tokenizer(data)
-        if tok_path is not None and tok_path.is_file():
-            from open_videoprism.tokenizer import Tokenizer
-
-            tokenizer = Tokenizer(tok_path)
-            if model.text is not None and tokenizer.vocab_size > model.text.cfg.vocab_size:
-                raise ConfigError(
-                    f"{tok_path}: {tokenizer.vocab_size} pieces but model {cfg.model.name or cfg.model.init} "
-                    f"has a text vocabulary of {model.text.cfg.vocab_size}; use a matching tokenizer or model"
-                )
-        elif args.tokenizer:
-            raise UserError(f"{args.tokenizer}: tokenizer file not found")
-        elif cfg.objective_name == "contrastive" and data != "random":
-            raise UserError(
-                f"the contrastive objective needs captions tokenized: no {tok_path}; pass --tokenizer PATH "
-                "(videoprism synth writes tokenizer.model next to its manifests)"
-            )
-        make_stream = build_stream_factory(
-            cfg, data, tokenizer=tokenizer, rank=info.rank, world_size=info.world_size,
-            collate_fn=getattr(unwrap(objective), "collate_fn", None),
-        )
-        out = Path(args.out)
-        if info.is_main and data is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(out / "data_source.json", {"data": str(data), "tokenizer": str(tok_path) if tokenizer else None})
-        trainer = Trainer(cfg, objective, make_stream, out, info=info, progress=not args.no_progress)
-        result = trainer.fit(resume=args.resume)
-        if info.is_main:
-            last = result.losses.get(result.step)
-            first = result.losses.get(min(result.losses)) if result.losses else None
-            print(f"trained to step {result.step} in {result.seconds:.0f}s"
-                  + (f"; loss {first:.4f} (step {min(result.losses)}) -> {last:.4f}" if first is not None and last is not None else ""))
-            if result.final_path is not None:
-                print(f"final encoder checkpoint: {result.final_path}")
-        if args.eval_data and info.is_main and result.final_path is not None:
-            if tokenizer is None:
-                raise UserError("--eval-data needs a tokenizer (--tokenizer PATH)")
-            metrics = evaluate_retrieval(model, args.eval_data, cfg, tokenizer)
-            write_json(out / FINAL_DIR / "retrieval.json", {"data": args.eval_data, **metrics})
-            print(
-                f"zero-shot retrieval on {int(metrics['num_clips'])} held-out clips: "
-                f"text->video R@1 {metrics['t2v_R@1']:.1f}%, R@5 {metrics['t2v_R@5']:.1f}% "
-                f"(chance {metrics['chance_R@1']:.1f}%); video->text R@1 {metrics['v2t_R@1']:.1f}%"
-            )
-    finally:
-        cleanup()
+    overrides = [*args.overrides, *([f"steps={args.steps}"] if args.steps is not None else [])]
+    result = pretrain(
+        args.config, out=args.out, data=args.data, overrides=overrides, teacher=args.teacher,
+        tokenizer=args.tokenizer, resume=args.resume, eval_data=args.eval_data, progress=not args.no_progress,
+    )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    line = f"trained to step {result.step} in {result.seconds:.0f}s"
+    if result.losses:
+        first = min(result.losses)
+        line += f"; loss {result.losses[first]:.4f} (step {first}) -> {result.losses[max(result.losses)]:.4f}"
+    print(line)
+    if result.final_path is not None:
+        print(f"final encoder checkpoint: {result.final_path}")
+    if "retrieval" in result.eval:
+        m, chance = result.eval["retrieval"]["metrics"], result.eval["retrieval"]["chance"]
+        print(f"zero-shot retrieval on {m['num_videos']} held-out clips ({m['num_captions']} captions): "
+              f"text->video R@1 {m['t2v_R@1']:.1f}%, R@5 {m['t2v_R@5']:.1f}% (chance {chance['t2v_R@1']:.1f}%); "
+              f"video->text R@1 {m['v2t_R@1']:.1f}%")
     return 0

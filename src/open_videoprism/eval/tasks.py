@@ -28,7 +28,7 @@ import json
 import logging
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -40,6 +40,7 @@ from open_videoprism.errors import DataError, UserError
 from open_videoprism.eval import captioning as cap
 from open_videoprism.eval import localization as loc
 from open_videoprism.eval import plots
+from open_videoprism.eval.config import EvalConfig
 from open_videoprism.eval.features import (
     FeatureConfig,
     FeatureSet,
@@ -63,6 +64,7 @@ from open_videoprism.eval.probes import ProbeConfig, predict, train_probe
 from open_videoprism.eval.report import write_report
 from open_videoprism.eval.zeroshot import PROMPT_TEMPLATES, class_embeddings, classify, encode_texts, require_video_text, similarity
 from open_videoprism.models import VideoPrism
+from open_videoprism.tokenizer import find_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ TASKS: tuple[str, ...] = ("probe", "linear", "retrieval", "zeroshot", "localize"
 
 @dataclass
 class EvalSettings:
-    """Everything a task needs besides the model (filled from the CLI)."""
+    """Everything a task needs besides the model: where things are, and the ``eval:`` config."""
 
     checkpoint: str
     out_dir: Path
@@ -80,15 +82,16 @@ class EvalSettings:
     test_manifest: str | None = None
     cache_dir: Path | None = None  # default: OUT/features
     tokenizer: str | None = None  # default: DATA/tokenizer.model
-    label_field: str = "label"
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    snippets: int = 16  # localize: snippets per long video
-    epochs: int | None = None  # None: each head's default
-    lr: float | None = None
-    seed: int = 0
-    plots: bool = True
+    cfg: EvalConfig = field(default_factory=EvalConfig)
     progress: bool = True
-    templates: tuple[str, ...] | None = None
+
+    @property
+    def features(self) -> FeatureConfig:
+        return self.cfg.features
+
+    @property
+    def label_field(self) -> str:
+        return self.cfg.features.label_field
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -188,10 +191,6 @@ def _chance_topk(num_classes: int) -> dict[str, float]:
     return {"top1": 100.0 / num_classes, "top5": 100.0 * min(5, num_classes) / num_classes}
 
 
-def _head_epochs(settings: EvalSettings, default: int) -> int:
-    return settings.epochs if settings.epochs is not None else default
-
-
 # ------------------------------------------------------------------------------ tasks
 
 
@@ -215,10 +214,7 @@ def run_probe(model: VideoPrism, settings: EvalSettings, kind: str) -> dict[str,
     x_train = train_fs.tokens if need_tokens else train_fs.mean_tokens[:, :, None]
     x_test = test_fs.tokens if need_tokens else test_fs.mean_tokens[:, :, None]
     assert x_train is not None and x_test is not None
-    cfg = ProbeConfig(kind=kind, seed=settings.seed)  # type: ignore[arg-type]
-    cfg.epochs = _head_epochs(settings, cfg.epochs)
-    if settings.lr is not None:
-        cfg.lr = settings.lr
+    cfg = replace(settings.cfg.probe, kind=kind)
     with head_threads(x_train[0].numel()):
         probe, history = train_probe(
             x_train, y_train, num_classes, cfg,
@@ -234,7 +230,7 @@ def run_probe(model: VideoPrism, settings: EvalSettings, kind: str) -> dict[str,
         chance = _chance_topk(num_classes)
     metrics.update({"num_train": len(train_fs), "num_test": len(test_fs), "num_classes": num_classes})
     out = settings.out_dir
-    if settings.plots:
+    if settings.cfg.plots:
         if not multilabel:
             cm = confusion_matrix(scores.argmax(-1), y_test, num_classes)
             plots.plot_confusion_matrix(cm, names, out / "confusion_matrix.png", f"{kind} probe ({settings.label_field})")
@@ -248,7 +244,7 @@ def run_probe(model: VideoPrism, settings: EvalSettings, kind: str) -> dict[str,
 def _tokenizer(settings: EvalSettings):
     from open_videoprism.tokenizer import Tokenizer
 
-    path = settings.tokenizer or (str(Path(settings.data_dir) / "tokenizer.model") if settings.data_dir else None)
+    path = settings.tokenizer or find_tokenizer(settings.data_dir)
     if path is None:
         raise UserError("zero-shot needs the text tokenizer: pass --tokenizer PATH (a SentencePiece .model)")
     return Tokenizer(path)
@@ -275,7 +271,7 @@ def run_retrieval(model: VideoPrism, settings: EvalSettings) -> dict[str, Any]:
     metrics.update({"num_videos": n, "num_captions": len(texts)})
     chance = {f"t2v_R@{k}": 100.0 * min(k, n) / n for k in (1, 5, 10)}
     chance["t2v_median_rank"] = (n + 1) / 2
-    if settings.plots:
+    if settings.cfg.plots:
         shown = list(range(0, len(texts), max(1, len(texts) // 4)))[:4]
         ranked = sim[shown].topk(min(5, n), dim=1).indices.tolist()
         plots.plot_retrieval_examples([texts[q] for q in shown], ranked, [owner[q] for q in shown], fs.thumbnail, settings.out_dir / "retrieval_examples.png")
@@ -290,7 +286,7 @@ def run_zeroshot(model: VideoPrism, settings: EvalSettings) -> dict[str, Any]:
     if not names:
         raise UserError(f"zero-shot classification needs class names: {settings.data_dir}/classes.json with a "
                         f"'{settings.label_field}' list")
-    templates = settings.templates
+    templates: tuple[str, ...] = tuple(settings.cfg.templates)
     if not templates:
         prompts = json.loads((Path(settings.data_dir) / "classes.json").read_text()).get("prompts", {})  # type: ignore[arg-type]
         own = prompts.get(settings.label_field)
@@ -301,7 +297,7 @@ def run_zeroshot(model: VideoPrism, settings: EvalSettings) -> dict[str, Any]:
     scores = classify(fs.video_embedding(), class_embeddings(model, tok, names, templates))
     metrics: dict[str, Any] = topk_accuracy(scores, labels)
     metrics.update({"num_test": len(fs), "num_classes": len(names)})
-    if settings.plots:
+    if settings.cfg.plots:
         cm = confusion_matrix(scores.argmax(-1), labels, len(names))
         plots.plot_confusion_matrix(cm, names, settings.out_dir / "confusion_matrix.png", f"zero-shot ({settings.label_field})")
     return {"metrics": metrics, "chance": _chance_topk(len(names)), "templates": list(templates)}
@@ -325,20 +321,18 @@ def run_localize(model: VideoPrism, settings: EvalSettings) -> dict[str, Any]:
     entries = _manifest(long_m)
     if len(entries) < 2:
         raise DataError(f"{long_m}: localization needs at least 2 long videos (one to train, one to test)")
-    fcfg = FeatureConfig(**{**asdict(settings.features), "num_clips": settings.snippets, "sampling": "multiclip", "store_tokens": False}).resolved(model)
+    snippets = settings.cfg.snippets
+    fcfg = FeatureConfig(**{**asdict(settings.features), "num_clips": snippets, "sampling": "multiclip", "store_tokens": False}).resolved(model)
     fs = features_for(model, settings, long_m, fcfg)
     names = _class_names(settings, "motion_label")
     segs_all = [entries[i].fields.get("segments") for i in fs.index.tolist()]
     if any(s is None for s in segs_all):
         raise DataError(f"{long_m}: every long video needs a 'segments' list of {{start, end, label}}")
     num_classes = len(names) if names else 1 + max(int(s["label"]) for segs in segs_all for s in segs)
-    timing = [_snippet_centers(entries[i], settings.snippets, fcfg.num_frames, fcfg.frame_stride) for i in fs.index.tolist()]  # type: ignore[arg-type]
+    timing = [_snippet_centers(entries[i], snippets, fcfg.num_frames, fcfg.frame_stride) for i in fs.index.tolist()]  # type: ignore[arg-type]
     feats = [fs.mean_tokens[r] for r in range(len(fs))]
     n_train = max(1, (2 * len(fs)) // 3)
-    cfg = loc.LocalizationConfig(seed=settings.seed)
-    cfg.epochs = _head_epochs(settings, cfg.epochs)
-    if settings.lr is not None:
-        cfg.lr = settings.lr
+    cfg = settings.cfg.localize
     targets = [loc.snippet_targets(timing[r][0], segs_all[r], num_classes) for r in range(n_train)]
     test_rows = list(range(n_train, len(fs)))
     with head_threads(feats[0].numel()):
@@ -353,7 +347,7 @@ def run_localize(model: VideoPrism, settings: EvalSettings) -> dict[str, Any]:
         {"video": entries[int(fs.index[test_rows[p.video]])].path, "start": p.start, "end": p.end, "label": p.label, "score": p.score}
         for p in preds
     ])
-    if settings.plots:
+    if settings.cfg.plots:
         plots.plot_training_curves({"loss": losses}, settings.out_dir / "training_curves.png", "temporal head")
     return {"metrics": metrics, "chance": {}, "config": cfg.to_dict()}
 
@@ -388,10 +382,7 @@ def run_text_task(model: VideoPrism, settings: EvalSettings, task: str) -> dict[
     train = _text_samples(train_m, train_fs, task, first_caption_only=False)
     test = _text_samples(test_m, test_fs, task, first_caption_only=True)
     vocab = cap.WordVocab.build([s.target for s in train] + [s.prompt for s in train])
-    cfg = cap.CaptionConfig(seed=settings.seed)
-    cfg.epochs = _head_epochs(settings, cfg.epochs)
-    if settings.lr is not None:
-        cfg.lr = settings.lr
+    cfg = settings.cfg.caption
     train_tokens, test_tokens = _decoder_tokens(train_fs), _decoder_tokens(test_fs)
     with head_threads(train_tokens[0].numel()):
         decoder, losses = cap.train_decoder(train_tokens, train, vocab, cfg, progress=settings.progress)
@@ -419,13 +410,18 @@ def run_text_task(model: VideoPrism, settings: EvalSettings, task: str) -> dict[
     preds = [{"video": test_entries[int(test_fs.index[s.video])].path, "prompt": s.prompt, "target": s.target, "output": o}
              for s, o in zip(test, outputs)]
     write_jsonl(settings.out_dir / "predictions.jsonl", preds)
-    if settings.plots:
+    if settings.cfg.plots:
         plots.plot_training_curves({"loss": losses}, settings.out_dir / "training_curves.png", f"{task} decoder")
     return {"metrics": metrics, "chance": chance, "config": cfg.to_dict()}
 
 
+def head_config(cfg: EvalConfig, task: str) -> ProbeConfig | loc.LocalizationConfig | cap.CaptionConfig:
+    """The config of the head ``task`` trains (the probe's for tasks without a head: its seed is used)."""
+    return {"localize": cfg.localize, "caption": cfg.caption, "qa": cfg.caption}.get(task, cfg.probe)
+
+
 RUNNERS: dict[str, Callable[[VideoPrism, EvalSettings], dict[str, Any]]] = {
-    "probe": lambda m, s: run_probe(m, s, "attentive"),
+    "probe": lambda m, s: run_probe(m, s, s.cfg.probe.kind),
     "linear": lambda m, s: run_probe(m, s, "linear"),
     "retrieval": run_retrieval,
     "zeroshot": run_zeroshot,
@@ -440,7 +436,8 @@ def run_task(task: str, model: VideoPrism, settings: EvalSettings) -> dict[str, 
     if task not in RUNNERS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     settings.out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(settings.seed)
+    seed = head_config(settings.cfg, task).seed
+    torch.manual_seed(seed)
     result = RUNNERS[task](model, settings)
     chance = {k: v for k, v in (result.pop("chance", {}) or {}).items() if v is not None}
     metrics = result.pop("metrics")
@@ -449,7 +446,7 @@ def run_task(task: str, model: VideoPrism, settings: EvalSettings) -> dict[str, 
         "data": str(settings.data_dir) if settings.data_dir else None,
         "label_field": settings.label_field if task in ("probe", "linear", "zeroshot") else None,
         "features": asdict(settings.features.resolved(model)),
-        "seed": settings.seed,
+        "seed": seed,
         **result,
     }
     write_report(settings.out_dir, task, metrics, chance=chance, extra=extra)

@@ -96,6 +96,7 @@ class TrainResult:
     final_path: Path | None = None
     resumed_from: int | None = None
     seconds: float = 0.0
+    eval: dict[str, Any] = field(default_factory=dict)  # task -> payload of evaluations after training
 
 
 class Trainer:
@@ -236,7 +237,7 @@ class Trainer:
         t_start = time.perf_counter()
         seed_everything(cfg.seed + self.info.rank)
         resumed_from = self._prepare_run_dir(resume)
-        model: nn.Module = wrap_ddp(self.objective, self.info)
+        model: nn.Module = wrap_ddp(self.objective, self.info, cfg.distributed.find_unused_parameters)
         if cfg.compile:
             model = torch.compile(model)  # type: ignore[assignment]
         model.train()
