@@ -208,7 +208,7 @@ def test_bad_inputs_fail_with_clear_errors() -> None:
             RandomMaskGenerator(ratio)
     with pytest.raises(ConfigError, match="type: unknown mask 'blocky'"):
         MaskConfig(type="blocky")
-    with pytest.raises(ConfigError, match=r"mask: ratio: .* \[0, 1\), got 1.0"):
+    with pytest.raises(ConfigError, match=r"mask: ratio: the masked fraction must be in \[0, 1\) .*got 1.0"):
         build(MaskConfig, [("mask", {"ratio": 1.0})], source="mask")
     with pytest.raises(ConfigError, match="mask: raito: unknown key"):
         build(MaskConfig, [("mask", {"ratio": 0.5, "raito": 0.5})])

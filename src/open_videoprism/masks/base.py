@@ -84,7 +84,7 @@ def check_ratio(ratio: float) -> float:
     """Validate a masking ratio: at least one token must stay visible."""
     ratio = float(ratio)
     if not 0.0 <= ratio < 1.0:
-        raise ConfigError(f"mask ratio must be in [0, 1); got {ratio}")
+        raise ConfigError(f"ratio: the masked fraction must be in [0, 1) (one token stays visible), got {ratio}")
     return ratio
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from open_videoprism.errors import ConfigError
-from open_videoprism.masks.base import MaskGenerator, MaskIndices, TokenGrid
+from open_videoprism.masks.base import MaskGenerator, MaskIndices, TokenGrid, check_ratio
 from open_videoprism.masks.bevt import BEVTMaskGenerator
 from open_videoprism.masks.random import RandomMaskGenerator
 from open_videoprism.masks.tube import TubeMaskGenerator
@@ -57,8 +57,7 @@ class MaskConfig:
     def __post_init__(self) -> None:
         if self.type not in MASK_TYPES:
             raise ConfigError(f"type: unknown mask {self.type!r}; choose one of {', '.join(MASK_TYPES)}")
-        if not 0.0 <= self.ratio < 1.0:
-            raise ConfigError(f"ratio: the masked fraction must be in [0, 1), got {self.ratio}")
+        check_ratio(self.ratio)
 
 
 def build_mask_generator(cfg: MaskConfig) -> MaskGenerator:
