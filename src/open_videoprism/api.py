@@ -207,10 +207,9 @@ def evaluate(
     """
     from open_videoprism.config import build, override_layers, to_dict
     from open_videoprism.eval.config import EvalConfig, load_eval_config
-    from open_videoprism.eval.tasks import TASKS, EvalSettings, run_task
+    from open_videoprism.eval.tasks import EvalSettings, check_task, run_task
 
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    check_task(task)
     if data is not None and not Path(data).is_dir():
         raise UserError(f"{data}: the data must be a folder (a `videoprism synth` output)")
     extra = [*overrides, *_shorthands(task, label_field, seed, epochs, lr)]

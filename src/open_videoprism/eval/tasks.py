@@ -68,7 +68,6 @@ from open_videoprism.tokenizer import find_tokenizer
 
 log = logging.getLogger(__name__)
 
-TASKS: tuple[str, ...] = ("probe", "linear", "retrieval", "zeroshot", "localize", "caption", "qa")
 
 
 @dataclass
@@ -431,10 +430,17 @@ RUNNERS: dict[str, Callable[[VideoPrism, EvalSettings], dict[str, Any]]] = {
 }
 
 
-def run_task(task: str, model: VideoPrism, settings: EvalSettings) -> dict[str, Any]:
-    """Run one task and write ``OUT/metrics.json`` + ``OUT/metrics.md``; returns the JSON payload."""
+TASKS: tuple[str, ...] = tuple(RUNNERS)
+
+
+def check_task(task: str) -> None:
     if task not in RUNNERS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+def run_task(task: str, model: VideoPrism, settings: EvalSettings) -> dict[str, Any]:
+    """Run one task and write ``OUT/metrics.json`` + ``OUT/metrics.md``; returns the JSON payload."""
+    check_task(task)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     seed = head_config(settings.cfg, task).seed
     torch.manual_seed(seed)
