@@ -120,7 +120,8 @@ def pretrain(
     info = init_distributed(cfg.device, cfg.distributed.backend)
     try:
         objective = build_objective(cfg, teacher=None if teacher is None else str(teacher))
-        tok_path, tok = _train_tokenizer(tokenizer, source, cfg, unwrap(objective).export_model())
+        model = unwrap(objective).export_model()  # type: ignore[operator]  # the objective contract
+        tok_path, tok = _train_tokenizer(tokenizer, source, cfg, model)
         if eval_data is not None and tok_path is None:
             raise UserError("retrieval after training needs a tokenizer (pass one, or keep tokenizer.model next to the data)")
         make_stream = build_stream_factory(cfg, source, tokenizer=tok, rank=info.rank, world_size=info.world_size,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import typing
 from pathlib import Path
@@ -159,16 +160,17 @@ def _check_shapes(schema: type, data: Mapping[str, Any], path: str) -> None:
                         OmegaConf.merge(OmegaConf.structured(args[0]), v)
                     except OmegaConfBaseException as exc:
                         raise ConfigError(f"{sub}[{i}].{_message(exc)}") from None
-            if dataclasses.is_dataclass(t) and isinstance(value, Mapping):
+            if isinstance(t, type) and dataclasses.is_dataclass(t) and isinstance(value, Mapping):
                 _check_shapes(t, value, f"{sub}.")
 
 
 def _failing_section(node: DictConfig | ListConfig, path: str) -> str | None:
     """The innermost section whose dataclass refuses its values (``__post_init__``)."""
-    items = node.items() if isinstance(node, DictConfig) else enumerate(node)
+    items = [("." + str(k), v) for k, v in node.items()] if isinstance(node, DictConfig) else \
+        [(f"[{i}]", v) for i, v in enumerate(node)]
     for key, child in items:
         if OmegaConf.is_config(child):
-            sub = f"{path}.{key}" if isinstance(node, DictConfig) else f"{path}[{key}]"
+            sub = path + key
             found = _failing_section(child, sub.lstrip("."))
             if found is not None:
                 return found
@@ -234,7 +236,7 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def recipe_path(name_or_path: str | Path) -> Path:
+def recipe_path(name_or_path: str | os.PathLike[str]) -> Path:
     """A recipe file: an existing path as is, else a shipped recipe by name (``"stage1-tiny"``)."""
     path = Path(name_or_path)
     if path.is_file():
@@ -245,7 +247,7 @@ def recipe_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"{name_or_path}: no such config file or shipped recipe (recipes: {', '.join(list_recipes())})")
 
 
-def recipe_layers(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[Layer]:
+def recipe_layers(path: str | os.PathLike[str], _seen: tuple[Path, ...] = ()) -> list[Layer]:
     """A recipe and its ``base:`` chain as layers, the deepest base first. ``base:`` is a
     path relative to the recipe, or the name of a shipped recipe."""
     path = Path(path)

@@ -7,8 +7,8 @@ shorthands for overrides of the head the task trains.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 from open_videoprism.config import build, override_layers, recipe_layers, recipe_path
@@ -55,7 +55,7 @@ class EvalConfig:
         self.probe.seed = self.localize.seed = self.caption.seed = seed
 
 
-def load_eval_config(recipe: str | Path | None = None, overrides: Sequence[str] = ()) -> EvalConfig:
+def load_eval_config(recipe: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()) -> EvalConfig:
     """The ``eval:`` section of a recipe (None: the defaults) with overrides of its keys
     (``probe.epochs=5``; a leading ``eval.`` is accepted too)."""
     layers = []

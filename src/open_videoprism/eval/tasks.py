@@ -60,7 +60,7 @@ from open_videoprism.eval.metrics import (
     retrieval_metrics,
     topk_accuracy,
 )
-from open_videoprism.eval.probes import ProbeConfig, predict, train_probe
+from open_videoprism.eval.probes import ProbeConfig, ProbeKind, predict, train_probe
 from open_videoprism.eval.report import write_report
 from open_videoprism.eval.zeroshot import PROMPT_TEMPLATES, class_embeddings, classify, encode_texts, require_video_text, similarity
 from open_videoprism.models import VideoPrism
@@ -193,7 +193,7 @@ def _chance_topk(num_classes: int) -> dict[str, float]:
 # ------------------------------------------------------------------------------ tasks
 
 
-def run_probe(model: VideoPrism, settings: EvalSettings, kind: str) -> dict[str, Any]:
+def run_probe(model: VideoPrism, settings: EvalSettings, kind: ProbeKind) -> dict[str, Any]:
     """Attentive (``kind="attentive"``) or linear probe on frozen tokens."""
     train_m, test_m = _split(settings, "train"), _split(settings, "test")
     need_tokens = kind == "attentive"
@@ -360,7 +360,7 @@ def _decoder_tokens(fs: FeatureSet) -> torch.Tensor:
 
 def _text_samples(manifest: str, fs: FeatureSet, task: str, first_caption_only: bool) -> list[cap.TextSample]:
     entries = _manifest(manifest)
-    samples = []
+    samples: list[cap.TextSample] = []
     for row, i in enumerate(fs.index.tolist()):
         e = entries[i]
         if task == "caption":
@@ -416,7 +416,9 @@ def run_text_task(model: VideoPrism, settings: EvalSettings, task: str) -> dict[
 
 def head_config(cfg: EvalConfig, task: str) -> ProbeConfig | loc.LocalizationConfig | cap.CaptionConfig:
     """The config of the head ``task`` trains (the probe's for tasks without a head: its seed is used)."""
-    return {"localize": cfg.localize, "caption": cfg.caption, "qa": cfg.caption}.get(task, cfg.probe)
+    heads: dict[str, ProbeConfig | loc.LocalizationConfig | cap.CaptionConfig] = {
+        "localize": cfg.localize, "caption": cfg.caption, "qa": cfg.caption}
+    return heads.get(task, cfg.probe)
 
 
 RUNNERS: dict[str, Callable[[VideoPrism, EvalSettings], dict[str, Any]]] = {

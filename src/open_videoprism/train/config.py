@@ -21,8 +21,8 @@ naming the file and the key. The resolved tree is saved as ``config.yaml`` in th
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from open_videoprism.config import Layer, build, override_layers, recipe_layers, recipe_path, to_dict, to_yaml
@@ -212,7 +212,7 @@ def objective_options(cfg: TrainConfig, source: str = "config") -> Any:
 
 
 def load_config(
-    recipe: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
+    recipe: str | os.PathLike[str] | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
 ) -> TrainConfig:
     """The resolved config of a recipe (a path, a shipped recipe name such as
     ``"stage1-tiny"``, a mapping, or None for the defaults) with ``key=value`` overrides."""
