@@ -89,6 +89,7 @@ def test_base_chain_names_a_shipped_recipe_and_later_layers_win(tmp_path: Path) 
         ("objective.token_drop=0.5", "objective.token_drop: unknown key"),
         ("data.num_workers=-1", "data.num_workers: must be >= 0"),
         ("device=cuda:x", "device: 'cuda:x' is not a device"),
+        ("model.name=vit_b", "model.name: unknown model 'vit_b'; known models: "),
         # Adafactor has no betas/eps: refusing them beats ignoring them.
         ("optim.name=adafactor", "optim.betas/eps: AdamW settings, which Adafactor does not have"),
     ],
@@ -128,6 +129,9 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="circular 'base:' chain"):
         load_config(bad)
     assert isinstance(load_config({}), TrainConfig)
+    bad.write_text("steps: " + "[" * 1500 + "]" * 1500 + "\n")
+    with pytest.raises(ConfigError, match="bad.yaml: YAML nested too deeply"):
+        load_config(bad)
 
 
 def test_alias_bomb_fails_fast(tmp_path: Path) -> None:

@@ -49,6 +49,17 @@ class ModelConfig:
     text_init: str | None = None
     grad_checkpointing: bool = False
 
+    def __post_init__(self) -> None:
+        if self.name:
+            from open_videoprism.models import get_config
+
+            try:
+                get_config(self.name)
+            except ConfigError as exc:
+                raise ConfigError(f"name: {exc}") from None
+        elif not self.init:
+            raise ConfigError("name: empty; name a registered model (ovp.list_models()) or set model.init to a checkpoint")
+
 
 @dataclass
 class DatasetConfig:
