@@ -129,7 +129,10 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="circular 'base:' chain"):
         load_config(bad)
     assert isinstance(load_config({}), TrainConfig)
-    bad.write_text("steps: " + "[" * 1500 + "]" * 1500 + "\n")
+    bad.write_text("steps: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match="bad.yaml: YAML nested more than 64 levels deep"):
+        load_config(bad)
+    bad.write_text("".join(" " * i + "k:\n" for i in range(1000)))  # block nesting
     with pytest.raises(ConfigError, match="bad.yaml: YAML nested too deeply"):
         load_config(bad)
 

@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 MAX_YAML_BYTES = 1 << 20  # recipes are a few KB
 MAX_YAML_NODES = 100_000  # scalars + containers after expanding aliases
+MAX_YAML_DEPTH = 64  # nested [ and { (PyYAML's parser slows quadratically with depth)
 
 
 class _Loader(yaml.SafeLoader):
@@ -75,6 +76,12 @@ def parse_yaml(text: str, source: str) -> Any:
     """Parse one YAML document safely; errors are one line naming ``source``."""
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(f"{source}: {len(text)} characters; a config is at most {MAX_YAML_BYTES}")
+    depth = peak = 0
+    for m in re.finditer(r"[\[\]{}]", text):
+        depth += 1 if m.group() in "[{" else -1
+        peak = max(peak, depth)
+    if peak > MAX_YAML_DEPTH:
+        raise ConfigError(f"{source}: YAML nested more than {MAX_YAML_DEPTH} levels deep")
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -84,7 +91,7 @@ def parse_yaml(text: str, source: str) -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    except RecursionError:
+    except RecursionError:  # deep block nesting
         raise ConfigError(f"{source}: YAML nested too deeply") from None
     finally:
         loader.dispose()
