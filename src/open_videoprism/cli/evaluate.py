@@ -82,12 +82,16 @@ def register(sub: argparse._SubParsersAction) -> None:
             "training curves). Features are cached under --cache (default OUT/features) and reused by\n"
             "every task that needs the same ones.\n\ntasks:\n" + tasks + "\n\n"
             "--data is a `videoprism synth` folder: probe_train.jsonl trains the heads, test.jsonl is\n"
-            "scored, long.jsonl serves localize, classes.json and tokenizer.model serve zero-shot."
+            "scored, long.jsonl serves localize, classes.json and tokenizer.model serve zero-shot.\n\n"
+            "Every setting is a key of the eval config (open_videoprism.eval.config.EvalConfig): give\n"
+            "KEY=VALUE overrides (probe.weight_decay=0.01) or --config RECIPE (its eval: section); the\n"
+            "flags below are shorthands. From Python: open_videoprism.evaluate(task, checkpoint, ...)."
         ),
         epilog=(
             "examples:\n"
             "  videoprism eval probe --checkpoint run/final.safetensors --data synth --out eval/probe\n"
             "  videoprism eval probe --label-field motion_label --checkpoint ck.safetensors --data synth --out eval/motion\n"
+            "  videoprism eval linear --checkpoint ck.safetensors --data synth --out eval/lin probe.weight_decay=0.01\n"
             "  videoprism eval retrieval --checkpoint lvt.safetensors --data synth --tokenizer synth/tokenizer.model --out eval/ret"
         ),
     )
