@@ -69,7 +69,6 @@ from open_videoprism.tokenizer import find_tokenizer
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class EvalSettings:
     """Everything a task needs besides the model: where things are, and the ``eval:`` config."""
