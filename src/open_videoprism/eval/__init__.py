@@ -9,6 +9,7 @@ The CLI front end is ``videoprism features`` / ``videoprism eval TASK``
 (:mod:`open_videoprism.eval.tasks`). See docs/evaluation.md.
 """
 
+from open_videoprism.eval.config import EvalConfig, load_eval_config
 from open_videoprism.eval.features import FeatureConfig, FeatureSet, extract_features, load_features
 from open_videoprism.eval.metrics import (
     bleu,
@@ -23,6 +24,7 @@ from open_videoprism.eval.zeroshot import NotVideoTextModelError, class_embeddin
 
 __all__ = [
     "AttentiveProbe",
+    "EvalConfig",
     "FeatureConfig",
     "FeatureSet",
     "LinearProbe",
@@ -33,6 +35,7 @@ __all__ = [
     "class_embeddings",
     "encode_texts",
     "extract_features",
+    "load_eval_config",
     "load_features",
     "localization_map",
     "mean_average_precision",
