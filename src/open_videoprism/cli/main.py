@@ -21,9 +21,12 @@ from open_videoprism.errors import UserError
 COMMAND_MODULES: tuple[str, ...] = (
     "convert",
     "embed",
-    "data",
+    "synth",
+    "check_data",
+    "shards",
     "pretrain",
-    "evaluate",
+    "features",
+    "eval",
     "reproduce",
 )
 

@@ -1,10 +1,12 @@
-"""``videoprism features`` and ``videoprism eval TASK``: frozen-backbone evaluation."""
+"""``videoprism eval TASK``: evaluate a frozen checkpoint on one task."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+from open_videoprism.cli.features import add_extraction_args, extraction_overrides, set_threads
 
 _TASK_HELP = {
     "probe": "attentive (MAP) probe on frozen tokens, VideoGLUE recipe: top-1/top-5",
@@ -17,60 +19,7 @@ _TASK_HELP = {
 }
 
 
-def _add_extraction_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("clip sampling and extraction (default: the config's features section)")
-    g.add_argument("--frames", type=int, help="frames per clip (default: the model's table, 16 base)")
-    g.add_argument("--image-size", type=int, help="frame side, divisible by 18 (default: the model's, 288)")
-    g.add_argument("--num-clips", type=int, help="clips per video; >1 samples evenly spaced clips (multi-view; default 1)")
-    g.add_argument("--stride", type=int, help="frame stride inside a clip when --num-clips > 1 (default 2)")
-    g.add_argument("--batch-size", type=int, help="videos per forward pass (default 8)")
-    g.add_argument("--shard-size", type=int, help="videos per shard = resume granularity (default 256)")
-    g.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-
-
-_EXTRACTION_KEYS = {"frames": "num_frames", "image_size": "image_size", "num_clips": "num_clips", "stride": "frame_stride",
-                    "batch_size": "batch_size", "shard_size": "shard_size"}
-
-
-def _overrides(args: argparse.Namespace, prefix: str, **more: object) -> list[str]:
-    """The flags given (not None) as ``key=value`` overrides of the config, after the positional ones."""
-    pairs = {f"{prefix}{key}": getattr(args, flag) for flag, key in _EXTRACTION_KEYS.items()}
-    pairs.update(more)
-    return [*args.overrides, *(f"{k}={json.dumps(v)}" for k, v in pairs.items() if v is not None)]
-
-
-def _threads(args: argparse.Namespace) -> None:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    f = sub.add_parser(
-        "features",
-        help="extract cached frozen features of a manifest (resumable)",
-        description=(
-            "Encode every video of MANIFEST with a frozen VideoPrism and write safetensors shards to --out: "
-            "per video 'mean_tokens' [K, D], 'embedding' [K, D] (video-text models), 'tokens' [K, T*N, D] "
-            "(unless --no-tokens; float16) and a thumbnail, K = --num-clips (--format npz for numpy shards). Shards and progress.json are "
-            "written atomically; rerunning the same command resumes an interrupted run, and a folder made "
-            "with another checkpoint or settings is refused (use --overwrite)."
-        ),
-    )
-    f.add_argument("manifest", metavar="MANIFEST", help="a .jsonl/.csv manifest (paths relative to its folder)")
-    f.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="settings of open_videoprism.eval.FeatureConfig, e.g. token_dtype=bfloat16")
-    f.add_argument("--checkpoint", required=True, help="official .npz, our .safetensors, HF folder or run folder")
-    f.add_argument("--out", required=True, help="output folder")
-    f.add_argument("--no-tokens", action="store_true", help="store only pooled features (much smaller)")
-    f.add_argument("--overwrite", action="store_true", help="replace a folder made with other settings")
-    f.add_argument("--format", choices=("safetensors", "npz"),
-                   help="shard file format (npz: numpy arrays, readable without safetensors)")
-    _add_extraction_args(f)
-    f.set_defaults(func=run_features)
-
     tasks = "\n".join(f"  {k:<10} {v}" for k, v in _TASK_HELP.items())
     e = sub.add_parser(
         "eval",
@@ -115,31 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--lr", type=float, help="peak learning rate of the head the task trains")
     e.add_argument("--seed", type=int, help="seed of every head's initialisation and shuffling (default 0)")
     e.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    _add_extraction_args(e)
-    e.set_defaults(func=run_eval)
+    add_extraction_args(e)
+    e.set_defaults(func=run)
 
 
-def run_features(args: argparse.Namespace) -> int:
-    from open_videoprism.api import extract_features
-    from open_videoprism.eval.features import load_features
-
-    _threads(args)
-    store_tokens = False if args.no_tokens else None
-    out = extract_features(
-        args.checkpoint, args.manifest, args.out, overwrite=args.overwrite, device=args.device,
-        overrides=_overrides(args, "", store_tokens=store_tokens, shard_format=args.format),
-    )
-    fs = load_features(out)
-    shapes = {k: list(v.shape) for k, v in (("mean_tokens", fs.mean_tokens), ("embedding", fs.embedding), ("tokens", fs.tokens)) if v is not None}
-    print(f"wrote {out}: {len(fs)} videos, " + ", ".join(f"{k} {v}" for k, v in shapes.items()))
-    return 0
-
-
-def run_eval(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from open_videoprism.api import evaluate
 
-    _threads(args)
-    overrides = _overrides(args, "features.", snippets=args.snippets, templates=args.template,
+    set_threads(args)
+    overrides = extraction_overrides(args, "features.", snippets=args.snippets, templates=args.template,
                            plots=False if args.no_plots else None)
     result = evaluate(
         args.task, args.checkpoint, out=args.out, data=args.data, train=args.train, test=args.test, cache=args.cache,
