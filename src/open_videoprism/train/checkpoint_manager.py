@@ -133,9 +133,16 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, rest
 
 
+def cuda_states(tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The ``cudaN`` states in device order: numeric, so ``cuda10`` comes after ``cuda2``
+    (a string sort would hand device 10's state to device 2)."""
+    keys = [k for k in tensors if re.fullmatch(r"cuda\d+", k)]
+    return [tensors[k] for k in sorted(keys, key=lambda k: int(k[4:]))]
+
+
 def restore_rng(tensors: Mapping[str, torch.Tensor], rest: Mapping[str, Any]) -> None:
     torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda"))]
+    cuda = cuda_states(tensors)
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     kind, keys, pos, has_gauss, gauss = rest["numpy"]
@@ -284,6 +291,7 @@ __all__ = [
     "Checkpoint",
     "WRITE_DELAY_ENV",
     "capture_rng",
+    "cuda_states",
     "find_last_good",
     "flatten_optimizer",
     "list_checkpoints",
