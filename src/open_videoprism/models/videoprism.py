@@ -351,7 +351,17 @@ class VideoPrism(nn.Module):
             texts = [token_ids] if isinstance(token_ids, str) else list(token_ids)
             token_ids, paddings = tok(texts, max_length=self.text.cfg.max_length)
         if paddings is None:
-            raise ValueError("encode_text with token ids needs paddings [B, L] (1 = pad)")
+            raise InputError("encode_text with token ids needs paddings [B, L] (1 = pad)")
+        if token_ids.dim() != 2 or token_ids.shape[0] == 0 or tuple(paddings.shape) != tuple(token_ids.shape):
+            raise InputError(
+                f"token_ids and paddings must both be [B, L] with B >= 1; got {tuple(token_ids.shape)} and {tuple(paddings.shape)}"
+            )
+        vocab = self.text.cfg.vocab_size
+        if token_ids.numel() and (int(token_ids.min()) < 0 or int(token_ids.max()) >= vocab):
+            raise InputError(
+                f"token ids span [{int(token_ids.min())}, {int(token_ids.max())}] but the text vocabulary has {vocab} "
+                "entries; use the tokenizer the model was trained with"
+            )
         emb = self.text(token_ids.to(self.device, torch.long), paddings.to(self.device))
         return l2_normalize(emb) if normalize else emb
 
