@@ -99,9 +99,12 @@ def _synth(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--size/--frames: {exc}") from None
     t = time.perf_counter()
-    summary = generate(args.out_dir, args.clips, seed=args.seed, long_videos=args.long_videos, cfg=cfg,
-                       workers=args.workers, overwrite=args.overwrite, vocab_size=args.vocab_size,
-                       progress=sys.stderr.isatty())
+    from open_videoprism.runlock import run_lock
+
+    with run_lock(args.out_dir):  # two renders into one folder would race on the same files
+        summary = generate(args.out_dir, args.clips, seed=args.seed, long_videos=args.long_videos, cfg=cfg,
+                           workers=args.workers, overwrite=args.overwrite, vocab_size=args.vocab_size,
+                           progress=sys.stderr.isatty())
     sizes = ", ".join(f"{k} {v}" for k, v in summary["sizes"].items())
     print(f"wrote {args.out_dir}: {sizes} videos in {time.perf_counter() - t:.1f} s; tokenizer {summary['tokenizer']}")
     return 0
