@@ -113,8 +113,8 @@ def _setup(args: argparse.Namespace):
 def _feature_config(args: argparse.Namespace, store_tokens: bool = True):
     from open_videoprism.eval.features import FeatureConfig
 
-    for name in ("num_clips", "batch_size", "shard_size"):
-        if getattr(args, name) < 1:
+    for name in ("num_clips", "batch_size", "shard_size", "frames", "image_size", "stride"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     return FeatureConfig(
         num_frames=args.frames, image_size=args.image_size, num_clips=args.num_clips, frame_stride=args.stride,
