@@ -292,7 +292,8 @@ def read_any(path: str | os.PathLike, strict: bool = False) -> tuple[VideoPrismC
     config's parameter names.
     """
     cfg, state = _read_source(path)
-    check_config(cfg, path)
+    held = sum(v.numel() for v in state.values())
+    check_config(cfg, path, max_params=held if strict else 4 * held + 1_000_000)
     check_state(cfg, state, path, strict=strict)
     return cfg, state
 

@@ -102,8 +102,25 @@ def _check_fields(obj: Any, where: str) -> None:
                 raise CheckpointError(f"model config {name} must be a finite number >= 0, got {v!r:.60}")
 
 
-def check_config(cfg: Any, source: str | os.PathLike) -> VideoPrismConfig:
-    """Refuse a model config whose values cannot describe a model; returns it."""
+def min_params(cfg: VideoPrismConfig) -> int:
+    """A lower bound on the parameter count of ``cfg`` (the dominant terms only), in plain ints."""
+    v = cfg.vision
+    block = 4 * v.width * v.width + 2 * v.width * v.mlp_dim
+    n = (v.spatial_layers + v.temporal_layers + cfg.auxiliary_layers) * block
+    n += (v.grid * v.grid + v.num_frames + 3 * v.patch_size * v.patch_size) * v.width
+    if cfg.text is not None:
+        t = cfg.text
+        n += t.num_layers * (4 * t.width * t.width + 2 * t.width * t.mlp_dim) + t.vocab_size * t.width
+    return n
+
+
+def check_config(cfg: Any, source: str | os.PathLike, max_params: int | None = None) -> VideoPrismConfig:
+    """Refuse a model config whose values cannot describe a model; returns it.
+
+    ``max_params`` (the number of values the file holds, with a margin) bounds the
+    model the config describes: a forged config cannot make the loader build, even
+    on the meta device, billions of layers.
+    """
     try:
         if not isinstance(cfg, VideoPrismConfig) or not isinstance(cfg.vision, VisionConfig):
             raise CheckpointError("model config has the wrong structure")
@@ -120,6 +137,10 @@ def check_config(cfg: Any, source: str | os.PathLike) -> VideoPrismConfig:
                 raise CheckpointError(f"model config text.norm_policy must be one of {_NORM_POLICIES}, got {cfg.text.norm_policy!r:.60}")
             if cfg.text.width % cfg.text.num_heads:
                 raise CheckpointError(f"model config text.width {cfg.text.width} is not divisible by num_heads {cfg.text.num_heads}")
+        if max_params is not None and min_params(cfg) > max_params:
+            raise CheckpointError(
+                f"model config describes at least {min_params(cfg)} parameters but the file holds {max_params}"
+            )
     except CheckpointError as exc:
         raise CheckpointError(f"{source}: {exc}; the checkpoint's config is damaged (re-export or re-convert it)") from None
     return cfg
@@ -176,4 +197,4 @@ def check_state(
             )
 
 
-__all__ = ["check_config", "check_state", "expected_shapes", "read_npz"]
+__all__ = ["check_config", "check_state", "expected_shapes", "min_params", "read_npz"]

@@ -208,14 +208,19 @@ def verify(path: str | os.PathLike, deep: bool = True) -> str | None:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         return f"{META_FILE} unreadable ({exc})"
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         return f"{META_FILE} is not an open_videoprism training checkpoint"
-    for name, info in meta.get("files", {}).items():
+    files = meta.get("files")
+    if not isinstance(files, dict) or set(files) != {STATE_FILE} or not isinstance(meta.get("step"), int):
+        return f"{META_FILE} does not describe a checkpoint (files, step)"
+    for name, info in files.items():
         f = path / name
+        if not isinstance(info, dict):
+            return f"{META_FILE}: no size/hash for {name}"
         if not f.is_file():
             return f"{name} missing"
         if f.stat().st_size != info.get("size"):
-            return f"{name} has {f.stat().st_size} bytes, expected {info.get('size')}"
+            return f"{name} has {f.stat().st_size} bytes, expected {info.get('size')!r:.40}"
         if deep and _sha256(f) != info.get("sha256"):
             return f"{name} does not match its SHA-256"
     return None

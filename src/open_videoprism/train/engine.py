@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from open_videoprism.atomic import write_text
-from open_videoprism.errors import TrainingDiverged, UserError
+from open_videoprism.errors import CheckpointError, TrainingDiverged, UserError
 from open_videoprism.runlock import acquire as acquire_run_lock
 from open_videoprism.runlock import release as release_run_lock
 from open_videoprism.train import checkpoint_manager as ckpt
@@ -177,14 +177,21 @@ class Trainer:
     def restore(self, path: str | Path) -> None:
         """Load model, optimiser, step, RNG and data position from a checkpoint folder."""
         c = ckpt.load(path)
-        unwrap(self.objective).load_state_dict(c.prefixed("model"), strict=True)
-        self.optimizer.load_state_dict(ckpt.unflatten_optimizer(c.prefixed("optim"), c.meta["optimizer"]))
+        try:
+            unwrap(self.objective).load_state_dict(c.prefixed("model"), strict=True)
+            self.optimizer.load_state_dict(ckpt.unflatten_optimizer(c.prefixed("optim"), c.meta["optimizer"]))
+            same_world = int(c.meta.get("world_size", 1)) == self.info.world_size
+            if same_world:
+                r = self.info.rank
+                ckpt.restore_rng(c.prefixed(f"rng.{r}"), c.meta["rng"][r])
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{path}: the checkpoint does not fit this run ({type(exc).__name__}: {str(exc)[:200]}); "
+                "resume with the config it was written with, or remove it to resume from the previous one"
+            ) from None
         self.step = c.step
         self.data_state = c.meta.get("data")
-        if int(c.meta.get("world_size", 1)) == self.info.world_size:
-            r = self.info.rank
-            ckpt.restore_rng(c.prefixed(f"rng.{r}"), c.meta["rng"][r])
-        else:  # a different world size cannot replay the same streams; continue reproducibly instead
+        if not same_world:  # a different world size cannot replay the same streams; continue reproducibly instead
             log.warning("checkpoint written with %s ranks, resuming on %d: RNG reseeded, the curve will differ",
                         c.meta.get("world_size"), self.info.world_size)
             seed_everything(self.cfg.seed + 1_000_003 * self.step + self.info.rank)
