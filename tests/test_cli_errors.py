@@ -154,6 +154,14 @@ def npz_huge_shape(world, tmp):
     return tmp / "huge.npz"
 
 
+def safetensors_huge_shape(world, tmp):
+    header = json.dumps({"__metadata__": {"format": "open_videoprism"},
+                         "encoder.spatial_pos": {"dtype": "F32", "shape": [10**6, 10**6], "data_offsets": [0, 4 * 10**12]}})
+    raw = header.encode()
+    (tmp / "huge.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 64)
+    return tmp / "huge.safetensors"
+
+
 def npz_truncated(world, tmp):
     raw = world["official"].read_bytes()
     (tmp / "cut.npz").write_bytes(raw[: len(raw) // 2])
@@ -181,6 +189,7 @@ BAD_CHECKPOINTS: dict[str, tuple[Callable, str]] = {
     "hf_index_escapes": (hf_index_escapes, "inside the folder"),
     "npz_huge_shape": (npz_huge_shape, "damaged or forged"),
     "npz_truncated": (npz_truncated, "not a readable .npz"),
+    "safetensors_huge_shape": (safetensors_huge_shape, "not a readable safetensors"),
     "nan_weights": (nan_weights, "NaN/Inf"),
 }
 
