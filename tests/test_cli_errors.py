@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
+from data_helpers import write_index_video, write_manifest
 
 import open_videoprism as ovp
 from open_videoprism.cli.main import main
-
-from data_helpers import write_index_video, write_manifest
 
 
 def _one_error_line(err: str) -> str:

@@ -13,9 +13,10 @@ import json
 import os
 import signal
 import string
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,7 +155,7 @@ def test_fuzz_manifest_readers(tmp_path, capsys):
         path.parent.mkdir()
         path.write_bytes(data)
         what = f"manifest case {case} ({name}, {how})"
-        check_case(lambda: Manifest.read(path), what)
+        check_case(lambda p=path: Manifest.read(p), what)
         if case % 4 == 0:  # the command users run on it (entries are missing files: a clean skip)
             check_cli(["check-data", str(path), "--frames", "2", "--size", "18"], capsys, what)
 
@@ -180,7 +181,7 @@ def test_fuzz_checkpoint_loaders(tmp_path, capsys, checkpoint_files):
         path.parent.mkdir()
         path.write_bytes(data)
         what = f"checkpoint case {case} ({name}, {how})"
-        check_case(lambda: ovp.load(path), what)
+        check_case(lambda p=path: ovp.load(p), what)
         if case % 4 == 0:
             check_cli(["convert", str(path), str(tmp_path / f"c{case}" / "out.safetensors")], capsys, what)
 
@@ -203,7 +204,7 @@ def test_fuzz_safetensors_config_metadata(tmp_path, checkpoint_files):
             section[str(rng.choice(list(section)))] = random_json(rng, depth=2)
         path = tmp_path / f"c{case}.safetensors"
         save_file(state, str(path), metadata={"format": "open_videoprism", "config": json.dumps(cfg)})
-        check_case(lambda: ovp.load(path), f"config metadata case {case}: {json.dumps(cfg)[:200]}")
+        check_case(lambda p=path: ovp.load(p), f"config metadata case {case}: {json.dumps(cfg)[:200]}")
 
 
 def test_fuzz_hf_folder_config(tmp_path, checkpoint_files):
@@ -220,7 +221,7 @@ def test_fuzz_hf_folder_config(tmp_path, checkpoint_files):
             cfg = {**base, **cfg, "model_type": "videoprism"}
         (folder / "config.json").write_text(json.dumps(cfg))
         (folder / "model.safetensors").write_bytes(mutate(checkpoint_files["ours.safetensors"], rng)[0])
-        check_case(lambda: ovp.load(folder), f"HF folder case {case}: {json.dumps(cfg)[:200]}")
+        check_case(lambda p=folder: ovp.load(p), f"HF folder case {case}: {json.dumps(cfg)[:200]}")
 
 
 def test_fuzz_training_checkpoint_meta(tmp_path):
@@ -240,8 +241,8 @@ def test_fuzz_training_checkpoint_meta(tmp_path):
             m[str(rng.choice(list(m)))] = random_json(rng, depth=1, keys=("state.safetensors", "size", "sha256"))
         (folder / ckpt.META_FILE).write_text(json.dumps(m))
         what = f"training checkpoint case {case}: {json.dumps(m)[:200]}"
-        check_case(lambda: ckpt.load(folder), what)
-        check_case(lambda: ckpt.find_last_good(folder.parent), what)
+        check_case(lambda p=folder: ckpt.load(p), what)
+        check_case(lambda p=folder: ckpt.find_last_good(p.parent), what)
 
 
 def test_fuzz_yaml_configs(tmp_path):
@@ -259,4 +260,4 @@ def test_fuzz_yaml_configs(tmp_path):
             path.write_bytes(text)
         else:
             path.write_text(yaml.safe_dump(doc, allow_unicode=True))
-        check_case(lambda: load_config(path), f"YAML case {case}: {path.read_bytes()[:200]!r}")
+        check_case(lambda p=path: load_config(p), f"YAML case {case}: {path.read_bytes()[:200]!r}")

@@ -17,17 +17,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_helpers import write_index_video, write_manifest
 from torch import nn
 
 import open_videoprism as ovp
 from open_videoprism.cli.main import main
-from open_videoprism.errors import CheckpointError, DataError, InputError, RunLockedError
+from open_videoprism.errors import (
+    CheckpointError,
+    DataError,
+    InputError,
+    RunLockedError,
+)
 from open_videoprism.runlock import run_lock
 from open_videoprism.train.config import load_config
 from open_videoprism.train.engine import Trainer
 from open_videoprism.train.logging import read_metrics
-
-from data_helpers import write_index_video, write_manifest
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SRC = Path(ovp.__file__).resolve().parents[1]
@@ -130,7 +134,7 @@ def test_1_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
         cfg = _cfg("steps=1")
         Trainer(cfg, _Toy(), _Stream, tmp_path / "r", progress=False).fit()  # the engine nests too
     code = f"import sys; sys.path.insert(0, {str(SRC)!r}); from open_videoprism.runlock import acquire; acquire({str(tmp_path / 'r')!r})"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # free again
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0  # free again
 
 
 # --- 2. CSV with an unbalanced quote --------------------------------------------------------
@@ -142,7 +146,7 @@ def test_2_unbalanced_quote_is_refused_with_file_and_line(tmp_path, capsys):
     clip = write_index_video(tmp_path / "a.mp4", n=8)
     path = tmp_path / "m.csv"
     path.write_text(f'path,caption\n{clip.name},ok\n{clip.name},"an open quote\n{clip.name},swallowed\n{clip.name},too\n')
-    with pytest.raises(DataError, match=rf"m\.csv:3: .*(quote|CSV)"):
+    with pytest.raises(DataError, match=r"m\.csv:3: .*(quote|CSV)"):
         Manifest.read(path)
     assert main(["check-data", str(path), "--frames", "2", "--size", "18"]) == 2
     assert "m.csv:3" in _one_error_line(capsys.readouterr().err)

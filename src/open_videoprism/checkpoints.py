@@ -23,7 +23,12 @@ import torch
 
 from open_videoprism.atomic import atomic_path
 from open_videoprism.errors import CheckpointError, ConfigError
-from open_videoprism.integrity import check_config, check_state, expected_shapes, read_npz
+from open_videoprism.integrity import (
+    check_config,
+    check_state,
+    expected_shapes,
+    read_npz,
+)
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
 from open_videoprism.models.registry import create_model
 from open_videoprism.models.videoprism import VideoPrism

@@ -16,8 +16,9 @@ import dataclasses
 import math
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, KeyError, TypeError,
             NotImplementedError, RuntimeError) as exc:  # zlib.error is a subclass of Exception only
         raise CheckpointError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
-    except Exception as exc:  # noqa: BLE001 - zlib.error and friends from a damaged member
+    except Exception as exc:
         if type(exc).__module__ in ("zlib", "zipfile", "lzma", "bz2"):
             raise CheckpointError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
         raise
@@ -97,9 +98,10 @@ def _check_fields(obj: Any, where: str) -> None:
             minimum = 0 if f.name in ("temporal_layers", "auxiliary_layers", "pooler_dim") else 1
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise CheckpointError(f"model config {name} must be an integer >= {minimum}, got {v!r:.60}")
-        elif f.type in ("float", float):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise CheckpointError(f"model config {name} must be a finite number >= 0, got {v!r:.60}")
+        elif f.type in ("float", float) and (
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+        ):
+            raise CheckpointError(f"model config {name} must be a finite number >= 0, got {v!r:.60}")
 
 
 def min_params(cfg: VideoPrismConfig) -> int:

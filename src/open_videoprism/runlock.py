@@ -19,9 +19,9 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from open_videoprism.errors import RunLockedError
 

@@ -101,8 +101,6 @@ class VideoReader:
         self.height, self.width = self._image.shape[1:3]
 
     def _open_video(self, threads: int) -> None:
-        import av
-
         self._threads = threads
         self._open_container()
         stream = self._stream

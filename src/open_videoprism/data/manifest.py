@@ -170,7 +170,7 @@ class Manifest:
             raise DataError(f"{path}: JSON nested too deeply; each line must be one flat JSON object") from None
 
     @classmethod
-    def _read(cls, path: Path, label_fields: tuple[str, ...]) -> "Manifest":
+    def _read(cls, path: Path, label_fields: tuple[str, ...]) -> Manifest:
         root = path.resolve().parent
         suffix = path.suffix.lower()
         entries: list[ManifestEntry] = []
