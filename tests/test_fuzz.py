@@ -261,3 +261,47 @@ def test_fuzz_yaml_configs(tmp_path):
         else:
             path.write_text(yaml.safe_dump(doc, allow_unicode=True))
         check_case(lambda p=path: load_config(p), f"YAML case {case}: {path.read_bytes()[:200]!r}")
+
+
+def test_fuzz_webdataset_shards(tmp_path, capsys):
+    """Damaged shards (tar structure, member JSON, video bytes): check-data and the loader skip or stop in one line."""
+    from open_videoprism.data import VideoDataConfig, build_loader
+    from open_videoprism.data.webdataset_io import write_shards
+
+    from data_helpers import write_index_video, write_manifest
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rows = []
+    for i in range(3):
+        write_index_video(src / f"v{i}.mp4", n=4, size=18)
+        rows.append({"path": f"v{i}.mp4", "caption": f"clip {i}", "label": i})
+    write_shards(write_manifest(src / "m.jsonl", rows), tmp_path / "good", samples_per_shard=8, progress=False)
+    good = (tmp_path / "good" / "shard-000000.tar").read_bytes()
+    cfg = VideoDataConfig(num_frames=2, image_size=18, frame_stride=1, sampling="uniform", max_failure_ratio=1.0)
+    rng = np.random.default_rng(21)
+    for case in range(max(8, CASES // 4)):
+        data, how = mutate(good, rng)
+        path = tmp_path / f"c{case}.tar"
+        path.write_bytes(data)
+        what = f"shard case {case} ({how})"
+        check_cli(["check-data", str(path), "--frames", "2", "--size", "18", "--stride", "1"], capsys, what)
+        check_case(lambda p=path: list(build_loader(str(p), cfg, batch_size=2, training=False)), what)
+
+
+def test_fuzz_video_files(tmp_path):
+    """Damaged video bytes decode or fail as a DecodeError (a skip with a reason), never a traceback or a hang."""
+    from open_videoprism.data import VideoDataConfig
+    from open_videoprism.data.dataset import ClipSampler, sample_rng
+    from open_videoprism.data.manifest import ManifestEntry
+
+    from data_helpers import write_index_video
+
+    good = write_index_video(tmp_path / "good.mp4", n=12, size=18).read_bytes()
+    sampler = ClipSampler(VideoDataConfig(num_frames=3, image_size=18, frame_stride=2), training=True)
+    rng = np.random.default_rng(8)
+    for case in range(CASES):
+        data, how = mutate(good, rng)
+        entry = ManifestEntry(path=f"case{case}.mp4")
+        check_case(lambda e=entry, d=data, i=case: sampler.load(e, sample_rng(0, 0, i), data=d, check_tail=True),
+                   f"video case {case} ({how})")

@@ -144,6 +144,9 @@ class VideoReader:
             raise DecodeError(self.path, "no_video_stream", "the file has no video stream")
         stream = self._container.streams.video[0]
         cc = stream.codec_context
+        if cc is None:  # a damaged header naming no codec FFmpeg knows
+            self._container.close()
+            raise DecodeError(self.path, "corrupt", "no decoder for the video stream")
         threads = self._threads
         if threads == 1 or (threads == 0 and cc.width * cc.height < _THREADS_MIN_PIXELS):
             # Small frames: thread start-up costs more than it saves.
