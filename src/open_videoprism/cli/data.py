@@ -119,8 +119,8 @@ def _check(args: argparse.Namespace) -> int:
     from open_videoprism.data.dataset import ClipSampler, sample_rng
     from open_videoprism.data.decode import DecodeError
     from open_videoprism.data.manifest import Manifest, ManifestEntry
+    from open_videoprism.data.webdataset_io import expand_shards, is_shard_source, iter_tar_samples, shard_entry
     from open_videoprism.errors import DataError
-    from open_videoprism.data.webdataset_io import shard_entry, expand_shards, is_shard_source, iter_tar_samples
 
     cfg = VideoDataConfig(num_frames=args.frames, image_size=args.size, frame_stride=args.stride,
                           sampling=args.sampling)
