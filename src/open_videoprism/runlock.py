@@ -16,6 +16,7 @@ exits. On platforms without ``fcntl`` (Windows) the lock is a no-op.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -31,6 +32,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = ".lock"
+log = logging.getLogger(__name__)
 
 _held: dict[str, tuple[int, int]] = {}  # resolved folder -> (fd, depth) held by this process
 _mutex = threading.Lock()
@@ -68,6 +70,8 @@ def acquire(folder: str | os.PathLike) -> str:
                     f"{folder} is in use by {_holder(lock_path)} (lock {lock_path}); wait for that run to "
                     "finish or stop it, or choose another --out"
                 ) from None
+            except OSError as exc:  # a file system without locks (some network mounts): run unguarded
+                log.warning("cannot lock %s (%s); concurrent runs into it will not be detected", lock_path, exc)
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
         _held[key] = (fd, 1)
