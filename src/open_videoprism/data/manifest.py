@@ -40,6 +40,18 @@ class ManifestEntry:
         return self.fields.get(name)
 
 
+def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path`` (``..`` and symlinks resolved) lies under the folder ``root``.
+
+    Tools that copy or publish what a manifest points to (``videoprism shards``) use it to
+    refuse, by default, files outside the manifest's folder.
+    """
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, ValueError, RuntimeError):  # unresolvable (a symlink loop, a NUL byte)
+        return False
+
+
 def _parse_float(value: Any, where: str, name: str) -> float | None:
     if value is None or value == "":
         return None

@@ -35,7 +35,7 @@ from open_videoprism.atomic import atomic_path
 from open_videoprism.data.config import VideoDataConfig
 from open_videoprism.data.dataset import ClipSampler, collate, sample_rng
 from open_videoprism.data.decode import DecodeError
-from open_videoprism.data.manifest import Manifest, ManifestEntry
+from open_videoprism.data.manifest import Manifest, ManifestEntry, is_inside
 from open_videoprism.data.robust import Skip, SkipTracker
 from open_videoprism.errors import DataError
 
@@ -74,14 +74,6 @@ def expand_shards(source: str) -> list[str]:
 
 # -- writing -------------------------------------------------------------------
 OUTSIDE = "outside_manifest_folder"
-
-
-def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
-    """Whether ``path`` (``..`` and symlinks resolved) lies under the folder ``root``."""
-    try:
-        return Path(path).resolve().is_relative_to(Path(root).resolve())
-    except (OSError, ValueError, RuntimeError):  # unresolvable (a symlink loop, a NUL byte)
-        return False
 
 
 def write_shards(
