@@ -57,8 +57,8 @@ def check_video(video: torch.Tensor) -> torch.Tensor:
     uint8 frames are scaled by 1/255 (the official preprocessing divides by 255);
     a float video must lie in [0, 1] (within :data:`RANGE_TOLERANCE`): 0..255
     floats or mean/std-normalised frames would otherwise encode to a different
-    embedding without a word. The range check is skipped while tracing with
-    ``torch.compile`` (the training loop feeds loader output, already in range).
+    embedding without a word. The range check (one device sync) is skipped while
+    tracing (``torch.compile``, ONNX/TorchScript export) and on the meta device.
     """
     if not isinstance(video, torch.Tensor):
         raise InputError(f"video must be a torch.Tensor {_LAYOUT}; got {type(video).__name__}")
@@ -71,7 +71,7 @@ def check_video(video: torch.Tensor) -> torch.Tensor:
         return video.float() / 255.0
     if not video.is_floating_point():
         raise InputError(f"video must be float in [0, 1] or uint8 in [0, 255] {_LAYOUT}; got dtype {video.dtype}")
-    if not torch.compiler.is_compiling():
+    if not (torch.compiler.is_compiling() or torch.jit.is_tracing() or video.device.type == "meta"):
         lo, hi = torch.aminmax(video.detach())
         lo_v, hi_v = float(lo), float(hi)
         if not (lo_v >= -RANGE_TOLERANCE and hi_v <= 1 + RANGE_TOLERANCE):  # also catches NaN
