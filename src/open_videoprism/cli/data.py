@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Decode every entry of MANIFEST (.jsonl/.csv, or WebDataset shards) the way training would "
             "(same sampling and transform, plus each video's last frame to catch truncation), and report the good count and each bad entry with its reason "
-            "(missing, empty, not_video, no_video_stream, corrupt, truncated). Exits 1 when any entry is bad."
+            "(missing, empty, not_video, no_video_stream, corrupt, truncated, no_caption, duplicate, bad_time_range). "
+            "Exits 1 when any entry is bad."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -74,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="frame sampling: random clip (training), uniform (official eval), multiclip")
     c.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     c.add_argument("--limit", type=int, default=None, help="check only the first N entries")
+    c.add_argument("--captions", choices=("auto", "required", "ignore"), default="auto",
+                   help="report entries without text as bad (no_caption): always (required), when any other "
+                        "entry has text (auto: a caption set with holes), or never (ignore)")
     c.add_argument("--no-tail-check", action="store_true",
                    help="do not also decode each video's last frame (faster; misses truncation outside the sampled clip)")
     c.set_defaults(func=_check)
@@ -92,6 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("out_dir", metavar="OUT_DIR", help="folder for shard-NNNNNN.tar (created)")
     s.add_argument("--samples-per-shard", type=int, default=256,
                    help="samples per tar; use at least ranks x workers shards in all")
+    s.add_argument("--allow-outside", action="store_true",
+                   help="also pack entries whose file lies outside the manifest's folder (skipped and counted otherwise)")
     s.set_defaults(func=_shards)
 
 
@@ -115,10 +121,12 @@ def _synth(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"synth: {exc} (--clean-fraction and the noise rates are fractions)") from None
     t = time.perf_counter()
-    summary = generate(args.out_dir, args.clips, seed=args.seed, long_videos=args.long_videos, cfg=cfg,
-                       workers=args.workers, overwrite=args.overwrite, vocab_size=args.vocab_size,
-                       progress=sys.stderr.isatty(), captions=captions,
-                       pretrain_clips=args.pretrain_clips)
+    from open_videoprism.runlock import run_lock
+
+    with run_lock(args.out_dir):  # two renders into one folder would race on the same files
+        summary = generate(args.out_dir, args.clips, seed=args.seed, long_videos=args.long_videos, cfg=cfg,
+                           workers=args.workers, overwrite=args.overwrite, vocab_size=args.vocab_size,
+                           progress=sys.stderr.isatty(), captions=captions, pretrain_clips=args.pretrain_clips)
     sizes = ", ".join(f"{k} {v}" for k, v in summary["sizes"].items())
     print(f"wrote {args.out_dir}: {sizes} videos in {time.perf_counter() - t:.1f} s; tokenizer {summary['tokenizer']}")
     return 0
@@ -133,7 +141,8 @@ def _check(args: argparse.Namespace) -> int:
     from open_videoprism.data.dataset import ClipSampler, sample_rng
     from open_videoprism.data.decode import DecodeError
     from open_videoprism.data.manifest import Manifest, ManifestEntry
-    from open_videoprism.data.webdataset_io import expand_shards, is_shard_source, iter_tar_samples
+    from open_videoprism.data.webdataset_io import expand_shards, is_shard_source, iter_tar_samples, shard_entry
+    from open_videoprism.errors import DataError
 
     cfg = VideoDataConfig(num_frames=args.frames, image_size=args.size, frame_stride=args.stride,
                           sampling=args.sampling)
@@ -146,23 +155,50 @@ def _check(args: argparse.Namespace) -> int:
             for shard in expand_shards(args.manifest):
                 for key, parts in iter_tar_samples(shard):
                     media = [e for e in parts if e != "json"]
-                    meta = json.loads(parts["json"]) if "json" in parts else {}
                     name = f"{shard}:{key}.{media[0] if media else '?'}"
-                    yield ManifestEntry(path=name, captions=meta.get("captions") or [], start=meta.get("start"),
-                                        end=meta.get("end")), (parts[media[0]] if media else b"")
+                    try:
+                        entry, _ = shard_entry(name, json.loads(parts["json"]) if "json" in parts else {})
+                    except (DataError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+                        yield ManifestEntry(path=name), None, f"bad .json member: {exc}"
+                        continue
+                    yield entry, (parts[media[0]] if media else b""), None
         else:
             for e in Manifest.read(args.manifest):
-                yield e, None
+                yield e, None, None
 
-    for i, (entry, data) in enumerate(progress_bar(items(), desc="check", unit="video", enabled=not args.json)):
+    def report(path: str, reason: str, detail: str) -> None:
+        reasons[reason] += 1
+        bad.append({"path": path, "reason": reason, "detail": detail[:300]})
+
+    seen: dict[tuple, int] = {}
+    uncaptioned: list[str] = []
+    any_caption = False
+    for i, (entry, data, problem) in enumerate(progress_bar(items(), desc="check", unit="video", enabled=not args.json)):
         if args.limit is not None and i >= args.limit:
             break
+        if problem is not None:
+            report(entry.path, "bad_metadata", problem)
+            continue
+        key = (os.path.normpath(entry.path), entry.start, entry.end)
+        if key in seen:  # the same clip twice: double weight in training, a leak between splits
+            report(entry.path, "duplicate", f"same path and times as entry {seen[key] + 1}")
+            continue
+        seen[key] = i
+        any_caption |= bool(entry.captions)
         try:
             sampler.load(entry, sample_rng(0, 0, i), data=data, check_tail=not args.no_tail_check)
-            ok += 1
         except DecodeError as exc:
-            reasons[exc.reason] += 1
-            bad.append({"path": entry.path, "reason": exc.reason, "detail": exc.detail[:300]})
+            report(entry.path, exc.reason, exc.detail)
+            continue
+        if entry.captions:
+            ok += 1
+        else:
+            uncaptioned.append(entry.path)
+    if args.captions == "required" or (args.captions == "auto" and any_caption):
+        for path in uncaptioned:
+            report(path, "no_caption", "no 'caption' or 'captions' text (video-text training skips it)")
+    else:
+        ok += len(uncaptioned)
     if args.json:
         print(json.dumps({"ok": ok, "bad": len(bad), "reasons": dict(reasons), "bad_entries": bad}))
     else:
@@ -179,9 +215,16 @@ def _shards(args: argparse.Namespace) -> int:
 
     if args.samples_per_shard < 1:
         raise ConfigError(f"--samples-per-shard must be positive, got {args.samples_per_shard}")
-    res = write_shards(args.manifest, args.out_dir, samples_per_shard=args.samples_per_shard,
-                       progress=sys.stderr.isatty())
+    from open_videoprism.runlock import run_lock
+
+    with run_lock(args.out_dir):
+        res = write_shards(args.manifest, args.out_dir, samples_per_shard=args.samples_per_shard,
+                           progress=sys.stderr.isatty(), allow_outside=args.allow_outside)
     for sk in res["skipped"]:
         print(f"skipped {sk['path']}: {sk['reason']}")
+    outside = sum(sk["reason"] == "outside_manifest_folder" for sk in res["skipped"])
+    if outside:
+        print(f"warning: {outside} entries lie outside the manifest's folder and were not packed "
+              "(pass --allow-outside to pack them)", file=sys.stderr)
     print(f"{res['samples']} samples in {res['shards']} shards ({res['written']} written now): {res['pattern']}")
     return 0

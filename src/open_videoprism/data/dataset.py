@@ -22,6 +22,10 @@ from open_videoprism.data.sampling import sample_indices, time_range
 from open_videoprism.data.transforms import VideoTransform
 
 
+NO_CAPTION = "no_caption"
+BAD_TIME_RANGE = "bad_time_range"
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator for one sample's randomness (clip start, crop, flip, caption)."""
     return np.random.default_rng([seed & 0xFFFFFFFF, epoch, index, 0x5EED])
@@ -81,10 +85,16 @@ class DecodedVideoCache:
 
 @dataclass
 class ClipSampler:
-    """Loads one sample: ``entry`` (+ optional bytes) -> ``{"video", "caption", "label", ...}``."""
+    """Loads one sample: ``entry`` (+ optional bytes) -> ``{"video", "caption", "label", ...}``.
+
+    ``require_caption``: an entry without text is a bad sample (reason ``no_caption``), skipped
+    and counted like an undecodable video, instead of a batch without ``caption`` further on.
+    Loaders set it when they tokenize captions (stage 1 and retrieval need a text per video).
+    """
 
     cfg: VideoDataConfig
     training: bool
+    require_caption: bool = False
 
     def __post_init__(self) -> None:
         self.transform = VideoTransform(
@@ -123,6 +133,10 @@ class ClipSampler:
         range), so a truncated file is caught even when the sampled clip lies
         in its intact part (``videoprism check-data`` uses it).
         """
+        if self.require_caption and not entry.captions:
+            raise DecodeError(entry.path, NO_CAPTION, "no 'caption' or 'captions' text; video-text training needs one")
+        if entry.start is not None and entry.end is not None and entry.start >= entry.end:
+            raise DecodeError(entry.path, BAD_TIME_RANGE, f"start {entry.start} s is not before end {entry.end} s")
         try:
             with (VideoReader(entry.path, threads=self.cfg.decode_threads, data=data) if check_tail
                   else self.open(entry, data)) as reader:

@@ -205,13 +205,16 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     import torch
 
+    from open_videoprism.runlock import run_lock
+
     step = _Steps(cfg.force)
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        for seed in seeds:
-            run_seed(cfg, preset, seed, specs, step)
+        with run_lock(out):  # a second study into the same folder fails at once, naming this one
+            for seed in seeds:
+                run_seed(cfg, preset, seed, specs, step)
     finally:
         torch.set_num_threads(threads)
     wall = time.perf_counter() - t0
