@@ -110,6 +110,7 @@ def pretrain(
             ``retrieval`` task's protocol; its payload lands in ``result.eval["retrieval"]``
             and ``out/final/retrieval/``.
     """
+    from open_videoprism.runlock import acquire, release
     from open_videoprism.train.data import build_stream_factory
     from open_videoprism.train.distributed import cleanup, init_distributed, unwrap
     from open_videoprism.train.engine import FINAL_DIR, Trainer, build_objective
@@ -118,6 +119,7 @@ def pretrain(
     cfg = _train_config(config, out, overrides, resume)
     source = _data_source(data, out, resume, cfg)
     info = init_distributed(cfg.device, cfg.distributed.backend)
+    lock = None
     try:
         objective = build_objective(cfg, teacher=None if teacher is None else str(teacher))
         model = unwrap(objective).export_model()  # type: ignore[operator]  # the objective contract
@@ -126,6 +128,8 @@ def pretrain(
             raise UserError("retrieval after training needs a tokenizer (pass one, or keep tokenizer.model next to the data)")
         make_stream = build_stream_factory(cfg, source, tokenizer=tok, rank=info.rank, world_size=info.world_size,
                                            collate_fn=getattr(unwrap(objective), "collate_fn", None))
+        if info.is_main:  # held to the end: a second run into `out` fails here, before writing anything
+            lock = acquire(out)
         if info.is_main and source is not None:
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / DATA_SOURCE_FILE, {"data": source, "tokenizer": str(tok_path) if tok_path else None})
@@ -136,6 +140,8 @@ def pretrain(
                 config=cfg.eval, device=str(info.device), progress=progress,
             )
     finally:
+        if lock is not None:
+            release(lock)
         cleanup()
     return result
 
@@ -219,6 +225,8 @@ def evaluate(
                     path="eval")
     else:
         cfg = load_eval_config(config, extra)
+    from open_videoprism.runlock import run_lock
+
     model = _frozen_model(checkpoint, device)
     settings = EvalSettings(
         checkpoint=str(checkpoint), out_dir=Path(out), data_dir=Path(data) if data else None,
@@ -226,7 +234,8 @@ def evaluate(
         cache_dir=Path(cache) if cache else None, tokenizer=None if tokenizer is None else str(tokenizer), cfg=cfg,
         progress=progress,
     )
-    return run_task(task, model, settings)
+    with run_lock(out):  # one writer per output folder
+        return run_task(task, model, settings)
 
 
 def extract_features(
@@ -252,8 +261,11 @@ def extract_features(
         raise UserError(f"{manifest}: manifest not found")
     base = [("features", to_dict(config))] if config is not None else []
     cfg = build(FeatureConfig, [*base, *override_layers(overrides)], source="features")
+    from open_videoprism.runlock import run_lock
+
     model = _frozen_model(checkpoint, device)
-    return extract(model, str(manifest), out, cfg, checkpoint=str(checkpoint), overwrite=overwrite, progress=progress)
+    with run_lock(out):  # one writer per output folder
+        return extract(model, str(manifest), out, cfg, checkpoint=str(checkpoint), overwrite=overwrite, progress=progress)
 
 
 __all__ = ["evaluate", "extract_features", "pretrain"]

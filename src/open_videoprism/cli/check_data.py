@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Decode every entry of MANIFEST (.jsonl/.csv, or WebDataset shards) the way training would "
             "(same sampling and transform, plus each video's last frame to catch truncation), and report the good count and each bad entry with its reason "
-            "(missing, empty, not_video, no_video_stream, corrupt, truncated). Exits 1 when any entry is bad."
+            "(missing, empty, not_video, no_video_stream, corrupt, truncated, no_caption, duplicate, bad_time_range). "
+            "Exits 1 when any entry is bad."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -26,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="frame sampling: random clip (training), uniform (official eval), multiclip")
     c.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     c.add_argument("--limit", type=int, default=None, help="check only the first N entries")
+    c.add_argument("--captions", choices=("auto", "required", "ignore"), default="auto",
+                   help="report entries without text as bad (no_caption): always (required), when any other "
+                        "entry has text (auto: a caption set with holes), or never (ignore)")
     c.add_argument("--no-tail-check", action="store_true",
                    help="do not also decode each video's last frame (faster; misses truncation outside the sampled clip)")
     c.set_defaults(func=run)
@@ -42,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
         expand_shards,
         is_shard_source,
         iter_tar_samples,
+        shard_entry,
     )
+    from open_videoprism.errors import DataError
     from open_videoprism.progress import progress_bar
 
     cfg = VideoDataConfig(num_frames=args.frames, image_size=args.size, frame_stride=args.stride,
@@ -56,23 +63,50 @@ def run(args: argparse.Namespace) -> int:
             for shard in expand_shards(args.manifest):
                 for key, parts in iter_tar_samples(shard):
                     media = [e for e in parts if e != "json"]
-                    meta = json.loads(parts["json"]) if "json" in parts else {}
                     name = f"{shard}:{key}.{media[0] if media else '?'}"
-                    yield ManifestEntry(path=name, captions=meta.get("captions") or [], start=meta.get("start"),
-                                        end=meta.get("end")), (parts[media[0]] if media else b"")
+                    try:
+                        entry, _ = shard_entry(name, json.loads(parts["json"]) if "json" in parts else {})
+                    except (DataError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+                        yield ManifestEntry(path=name), None, f"bad .json member: {exc}"
+                        continue
+                    yield entry, (parts[media[0]] if media else b""), None
         else:
             for e in Manifest.read(args.manifest):
-                yield e, None
+                yield e, None, None
 
-    for i, (entry, data) in enumerate(progress_bar(items(), desc="check", unit="video", enabled=not args.json)):
+    def report(path: str, reason: str, detail: str) -> None:
+        reasons[reason] += 1
+        bad.append({"path": path, "reason": reason, "detail": detail[:300]})
+
+    seen: dict[tuple, int] = {}
+    uncaptioned: list[str] = []
+    any_caption = False
+    for i, (entry, data, problem) in enumerate(progress_bar(items(), desc="check", unit="video", enabled=not args.json)):
         if args.limit is not None and i >= args.limit:
             break
+        if problem is not None:
+            report(entry.path, "bad_metadata", problem)
+            continue
+        key = (os.path.normpath(entry.path), entry.start, entry.end)
+        if key in seen:  # the same clip twice: double weight in training, a leak between splits
+            report(entry.path, "duplicate", f"same path and times as entry {seen[key] + 1}")
+            continue
+        seen[key] = i
+        any_caption |= bool(entry.captions)
         try:
             sampler.load(entry, sample_rng(0, 0, i), data=data, check_tail=not args.no_tail_check)
-            ok += 1
         except DecodeError as exc:
-            reasons[exc.reason] += 1
-            bad.append({"path": entry.path, "reason": exc.reason, "detail": exc.detail[:300]})
+            report(entry.path, exc.reason, exc.detail)
+            continue
+        if entry.captions:
+            ok += 1
+        else:
+            uncaptioned.append(entry.path)
+    if args.captions == "required" or (args.captions == "auto" and any_caption):
+        for path in uncaptioned:
+            report(path, "no_caption", "no 'caption' or 'captions' text (video-text training skips it)")
+    else:
+        ok += len(uncaptioned)
     if args.json:
         print(json.dumps({"ok": ok, "bad": len(bad), "reasons": dict(reasons), "bad_entries": bad}))
     else:

@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("out_dir", metavar="OUT_DIR", help="folder for shard-NNNNNN.tar (created)")
     s.add_argument("--samples-per-shard", type=int, default=256,
                    help="samples per tar; use at least ranks x workers shards in all")
+    s.add_argument("--allow-outside", action="store_true",
+                   help="also pack entries whose file lies outside the manifest's folder (skipped and counted otherwise)")
     s.set_defaults(func=run)
 
 
@@ -30,9 +32,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples_per_shard < 1:
         raise ConfigError(f"--samples-per-shard must be positive, got {args.samples_per_shard}")
-    res = write_shards(args.manifest, args.out_dir, samples_per_shard=args.samples_per_shard,
-                       progress=sys.stderr.isatty())
+    from open_videoprism.runlock import run_lock
+
+    with run_lock(args.out_dir):
+        res = write_shards(args.manifest, args.out_dir, samples_per_shard=args.samples_per_shard,
+                           progress=sys.stderr.isatty(), allow_outside=args.allow_outside)
     for sk in res["skipped"]:
         print(f"skipped {sk['path']}: {sk['reason']}")
+    outside = sum(sk["reason"] == "outside_manifest_folder" for sk in res["skipped"])
+    if outside:
+        print(f"warning: {outside} entries lie outside the manifest's folder and were not packed "
+              "(pass --allow-outside to pack them)", file=sys.stderr)
     print(f"{res['samples']} samples in {res['shards']} shards ({res['written']} written now): {res['pattern']}")
     return 0

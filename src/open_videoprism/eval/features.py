@@ -67,9 +67,10 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if self.sampling not in ("uniform", "multiclip"):
             raise ConfigError(f"sampling: must be uniform or multiclip, got {self.sampling!r}")
-        for key in ("num_clips", "frame_stride", "batch_size", "shard_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("num_frames", "image_size", "num_clips", "frame_stride", "batch_size", "shard_size"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {value}")
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the features (batching and sharding do not)."""

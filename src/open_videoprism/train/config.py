@@ -40,7 +40,9 @@ class ModelConfig:
     our ``.safetensors``, a run folder); ``video_init`` / ``text_init`` load only
     the video side (encoder, auxiliary layers, pooler) or only the text tower,
     e.g. an image model for the spatial encoder and a released LvT text tower.
-    Parameters a checkpoint does not have keep their random init.
+    Parameters a checkpoint does not have keep their random init. ``num_frames`` sets
+    the rows of the learned time table (default: the registry config's); the paper
+    trains at 8 frames and interpolates the table for other clip lengths at inference.
     """
 
     name: str = "videoprism_lvt_test_tiny"
@@ -48,6 +50,7 @@ class ModelConfig:
     video_init: str | None = None
     text_init: str | None = None
     grad_checkpointing: bool = False
+    num_frames: int | None = None
 
     def __post_init__(self) -> None:
         if self.name:
@@ -59,6 +62,8 @@ class ModelConfig:
                 raise ConfigError(f"name: {exc}") from None
         elif not self.init:
             raise ConfigError("name: empty; name a registered model (ovp.list_models()) or set model.init to a checkpoint")
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ConfigError(f"num_frames: must be >= 1, got {self.num_frames}")
 
 
 @dataclass
