@@ -227,7 +227,7 @@ def _cmd(world, tmp: Path, name: str) -> tuple[list[str], str]:
         "eval_unwritable_out": (["eval", "linear", "--checkpoint", str(w["enc"]), "--data", str(w["data"]), "--out",
                                  blocked], "a_file"),
         "eval_frames_negative": (["eval", "linear", "--checkpoint", str(w["enc"]), "--data", str(w["data"]), "--out",
-                                  str(tmp / "ev"), "--frames", "-3"], "--frames must be at least 1"),
+                                  str(tmp / "ev"), "--frames", "-3"], "eval.features.num_frames: must be >= 1, got -3"),
         "features_unwritable_out": (["features", str(w["data"] / "test.jsonl"), "--checkpoint", str(w["enc"]), "--out",
                                      blocked], "a_file"),
         "synth_unwritable_out": (["synth", blocked, "--clips", "3"], "a_file"),

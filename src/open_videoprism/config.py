@@ -82,7 +82,10 @@ def parse_yaml(text: str, source: str) -> Any:
         peak = max(peak, depth)
     if peak > MAX_YAML_DEPTH:
         raise ConfigError(f"{source}: YAML nested more than {MAX_YAML_DEPTH} levels deep")
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses control characters here
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
     try:
         node = loader.get_single_node()
         if node is None:
