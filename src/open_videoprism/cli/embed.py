@@ -30,14 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("videos", nargs="+", help="video files (anything FFmpeg reads; images are 1-frame videos)")
-    p.add_argument("--checkpoint", required=True, help="official .npz, our .safetensors, HF folder or run folder")
+    p.add_argument("--checkpoint", required=True, help="official .npz, our .safetensors, HF folder, run folder, or a hub name (google/videoprism-lvt-base-f16r288[@rev])")
     p.add_argument("--out", required=True, help="output file, .npz or .safetensors (written atomically)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's table, 16 base / 8 large)")
     p.add_argument("--size", type=int, default=None, help="frame size in pixels, divisible by 18 (default: the model's, 288)")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32", help="inference precision (default fp32)")
     p.add_argument("--pooled-only", action="store_true", help="do not write the [V, T*N, D] tokens")
     p.add_argument("--text", action="append", default=[], help="a text query to score against the videos (repeatable)")
-    p.add_argument("--tokenizer", help="SentencePiece .model for --text (the c4_en vocabulary for released models)")
+    p.add_argument("--tokenizer", help="SentencePiece .model for --text (default for hub names: the repo's; else the c4_en vocabulary for released models)")
     p.set_defaults(func=run)
 
 
@@ -69,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npz", ".safetensors"):
         raise UserError(f"{out}: --out must end in .npz or .safetensors")
-    if args.text and not args.tokenizer:
-        raise UserError("--text needs --tokenizer (a SentencePiece .model file)")
     model = load(args.checkpoint, dtype=_DTYPES[args.dtype])
+    tokenizer = args.tokenizer or getattr(model, "tokenizer", None)  # hub names bring their tokenizer
+    if args.text and tokenizer is None:
+        raise UserError("--text needs --tokenizer (a SentencePiece .model file)")
     if args.text and model.text is None:
         raise UserError(f"{args.checkpoint}: this checkpoint has no text encoder; --text needs a video-text (LvT) model")
     frames = args.frames or model.cfg.vision.num_frames
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                     results.setdefault(k, []).append(v[0].float().numpy())
         arrays = {k: np.stack(v) for k, v in results.items()}
         if args.text:
-            text = model.encode_text(args.text, tokenizer=args.tokenizer).float()
+            text = model.encode_text(args.text, tokenizer=tokenizer).float()
             arrays["text_embedding"] = text.numpy()
             sims = torch.from_numpy(arrays["embedding"]) @ text.T
             arrays["scores"] = torch.softmax(sims / 0.01, dim=-1).numpy()
