@@ -27,7 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "reproduce",
     "download",
     "export",
-    "search",
+    "search",  # index, search, serve
 )
 
 
