@@ -219,3 +219,24 @@ def test_page_in_headless_chromium(server, tmp_path):
     assert im.shape[:2] == (620, 1100)
     assert len(np.unique(im.reshape(-1, 3), axis=0)) > 500  # thumbnails rendered, not a blank page
     print(f"screenshot kept at {shot}")
+
+
+@pytest.mark.slow
+def test_search_quality_matches_eval_retrieval(tmp_path, capsys):
+    """Captions of the test clips find their own clip (top-1) at the t2v R@1 `eval retrieval` reports."""
+    synth = tmp_path / "synth"
+    assert main(["synth", str(synth), "--clips", "40", "--workers", "1"]) == 0
+    run = tmp_path / "run"  # a briefly trained video-text model: quality only has to be measurable
+    assert main(["pretrain", "--config", str(REPO / "configs" / "stage1-tiny.yaml"), "--data", str(synth / "pretrain.jsonl"),
+                 "--out", str(run), "--no-progress", "steps=6", "batch_size=4", "log_every=3", "data.num_workers=0"]) == 0
+    assert main(["eval", "retrieval", "--checkpoint", str(run), "--data", str(synth), "--out", str(tmp_path / "ret")]) == 0
+    expected = json.loads((tmp_path / "ret" / "metrics.json").read_text())["metrics"]
+    db = tmp_path / "test.db"
+    assert main(["index", str(synth / "videos" / "test"), "--checkpoint", str(run), "--db", str(db), "--window", "0",
+                 "--tokenizer", str(synth / "tokenizer.model"), "--workers", "0"]) == 0
+    capsys.readouterr()
+    index = SearchIndex(db)
+    records = [json.loads(line) for line in open(synth / "test.jsonl")]
+    found = [index.search(c, 1)[0].path == str((synth / r["path"]).resolve()) for r in records for c in r["captions"]]
+    assert len(found) == expected["num_captions"]
+    assert 100 * np.mean(found) == pytest.approx(expected["t2v_R@1"], abs=100 / len(found) + 0.01)
