@@ -240,3 +240,18 @@ def test_search_quality_matches_eval_retrieval(tmp_path, capsys):
     found = [index.search(c, 1)[0].path == str((synth / r["path"]).resolve()) for r in records for c in r["captions"]]
     assert len(found) == expected["num_captions"]
     assert 100 * np.mean(found) == pytest.approx(expected["t2v_R@1"], abs=100 / len(found) + 0.01)
+
+
+def test_embedding_cache_follows_the_database(tmp_path):
+    from open_videoprism.search.db import Moment
+
+    db = Database(tmp_path / "v.db", create=True)
+    db.put_file("/a.mp4", 1, 1, 2.0, [Moment(0, 2, True, np.ones(4, np.float32) / 2, None)])
+    ids, emb = db.cached_embeddings()
+    assert (tmp_path / "v.db.vectors.npy").is_file() and emb.shape == (1, 4)
+    assert np.array_equal(db.cached_embeddings()[1], emb)  # from the cache
+    db.put_file("/b.mp4", 1, 1, 2.0, [Moment(0, 2, True, -np.ones(4, np.float32) / 2, None)])
+    ids, emb = db.cached_embeddings()  # stale cache: rebuilt
+    assert len(ids) == 2 and emb[1, 0] == -0.5
+    db.remove(["/a.mp4"])
+    assert len(db.cached_embeddings()[0]) == 1

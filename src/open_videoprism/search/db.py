@@ -88,8 +88,17 @@ class Database:
         return row[0] if row else None
 
     def remove(self, paths: Iterable[str]) -> None:
+        paths = list(paths)
+        if not paths:
+            return
         with self.conn:
             self.conn.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+            self._bump()
+
+    def _bump(self) -> None:
+        """Count changes to the moments, so caches of the embeddings know when they are stale."""
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+        self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
 
     def put_file(self, path: str, size: int, mtime_ns: int, duration: float | None, moments: list[Moment],
                  error: str | None = None) -> None:
@@ -106,6 +115,7 @@ class Database:
                 [(fid, m.start, m.end, int(m.whole), np.asarray(m.embedding, np.float32).tobytes(), m.thumbnail)
                  for m in moments],
             )
+            self._bump()
 
     # -- moments ---------------------------------------------------------------
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +126,33 @@ class Database:
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         emb = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
         return ids, emb
+
+    def cached_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`embeddings`, through a ``.npy`` cache beside the database (memory-mapped).
+
+        Reading 1M embeddings out of SQLite takes tens of seconds (docs/benchmarks.md); the cache is
+        rebuilt whenever the database has changed since (its ``generation``), and skipped silently
+        where the folder is read-only.
+        """
+        gen = self.meta().get("generation", "0")
+        vec, ids, stamp = (self.path.with_name(self.path.name + s) for s in (".vectors.npy", ".ids.npy", ".vectors.json"))
+        try:
+            if json.loads(stamp.read_text()).get("generation") == gen:
+                return np.load(ids), np.load(vec, mmap_mode="r")
+        except (OSError, ValueError):
+            pass
+        out = self.embeddings()
+        try:
+            from open_videoprism.atomic import atomic_path, write_text
+
+            stamp.unlink(missing_ok=True)
+            for path, arr in ((ids, out[0]), (vec, out[1])):
+                with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                    np.save(f, arr)
+            write_text(stamp, json.dumps({"generation": gen}))  # last: marks the pair complete
+        except OSError:
+            pass
+        return out
 
     def moments(self, ids: Iterable[int]) -> dict[int, dict]:
         """``id -> {path, start, end, whole, file_id}`` for the given moment ids."""

@@ -49,7 +49,7 @@ class SearchIndex:
         self.meta = self.db.meta()
         if "checkpoint" not in self.meta:
             raise UserError(f"{db_path}: empty search database; run `videoprism index FOLDER --db {db_path}` first")
-        self.ids, self.embeddings = self.db.embeddings()
+        self.ids, self.embeddings = self.db.cached_embeddings()
         self._model = model
         self._tokenizer = tokenizer or self.meta.get("tokenizer") or None
 
