@@ -69,12 +69,26 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npz", ".safetensors"):
         raise UserError(f"{out}: --out must end in .npz or .safetensors")
+    for flag, value in (("--frames", args.frames), ("--size", args.size)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be a positive integer, got {value}")
+    if out.is_dir():
+        raise UserError(f"{out}: --out is a folder; give a file name ending in .npz or .safetensors")
     model = load(args.checkpoint, dtype=_DTYPES[args.dtype])
-    tokenizer = args.tokenizer or getattr(model, "tokenizer", None)  # hub names bring their tokenizer
-    if args.text and tokenizer is None:
-        raise UserError("--text needs --tokenizer (a SentencePiece .model file)")
     if args.text and model.text is None:
         raise UserError(f"{args.checkpoint}: this checkpoint has no text encoder; --text needs a video-text (LvT) model")
+    tokenizer = None
+    if args.text:
+        from open_videoprism.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(args.tokenizer) if args.tokenizer else getattr(model, "tokenizer", None)
+        if tokenizer is None:  # hub names bring their repo's tokenizer; anything else needs one
+            raise UserError("--text needs --tokenizer (a SentencePiece .model file)")
+        if tokenizer.vocab_size > model.text.cfg.vocab_size:
+            raise UserError(
+                f"{tokenizer.path}: {tokenizer.vocab_size} pieces but {args.checkpoint} has a text vocabulary of "
+                f"{model.text.cfg.vocab_size}; use the tokenizer the model was trained with (c4_en for released models)"
+            )
     frames = args.frames or model.cfg.vision.num_frames
     size = args.size or model.cfg.vision.image_size
     if size % model.cfg.vision.patch_size:
