@@ -154,7 +154,9 @@ def _frozen_model(checkpoint: PathLike, device: str | None) -> VideoPrism:
 
     from open_videoprism.checkpoints import load
 
-    if not Path(checkpoint).exists():
+    from open_videoprism.hub import is_hub_name
+
+    if not is_hub_name(str(checkpoint)) and not Path(checkpoint).exists():
         raise UserError(f"{checkpoint}: checkpoint not found")
     model = load(checkpoint, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model.requires_grad_(False)

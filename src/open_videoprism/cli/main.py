@@ -28,6 +28,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "features",
     "eval",
     "reproduce",
+    "download",
+    "export",
+    "search",  # index, search, serve
 )
 
 
