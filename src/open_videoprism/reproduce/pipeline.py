@@ -155,30 +155,12 @@ def run_steps(spec: RunSpec, preset: Preset) -> int:
     return {"stage1": preset.steps1, "stage2": preset.steps2, "both": preset.steps1 + preset.steps2}[spec.steps]
 
 
-def _cli(argv: list[Any]) -> None:
-    from open_videoprism.cli.main import main
-
-    rc = main([str(a) for a in argv])
-    if rc:
-        raise UserError(f"reproduce: step `videoprism {argv[0]}` failed (exit {rc}); see the messages above")
-
-
-def pretrain(recipe: str, *, data: Path, out: Path, overrides: list[str], teacher: str | None, progress: bool) -> None:
-    from open_videoprism.train.config import recipe_path
-
-    argv: list[Any] = ["pretrain", "--config", recipe_path(recipe), "--data", data, "--out", out]
-    argv += ["--teacher", teacher] if teacher else []
-    _cli([*argv, *overrides] + ([] if progress else ["--no-progress"]))
-
-
 def evaluate(task: str, *, checkpoint: Path, data: Path, out: Path, cache: Path, seed: int, progress: bool,
              label_field: str | None = None, epochs: int | None = None, lr: float | None = None) -> None:
-    argv: list[Any] = ["eval", task, "--checkpoint", checkpoint, "--data", data, "--out", out, "--cache", cache,
-                       "--seed", seed, "--no-plots"]
-    for flag, value in (("--label-field", label_field), ("--epochs", epochs), ("--lr", lr)):
-        if value is not None:
-            argv += [flag, value]
-    _cli(argv)
+    from open_videoprism.api import evaluate as run
+
+    run(task, checkpoint, out=out, data=data, cache=cache, seed=seed, label_field=label_field, epochs=epochs, lr=lr,
+        overrides=["plots=false"], progress=progress)
 
 
 def _pretrain(spec: RunSpec, preset: Preset, data: Path, runs: Path, seed: int, progress: bool) -> None:
@@ -189,8 +171,10 @@ def _pretrain(spec: RunSpec, preset: Preset, data: Path, runs: Path, seed: int, 
         overrides.append(f"model.init={runs / spec.init}")
     if spec.locked:
         overrides.append(f"objective.locked_encoder={runs / spec.locked}")
+    from open_videoprism.api import pretrain
+
     pretrain(spec.recipe, data=data / spec.manifest, out=runs / spec.name, overrides=[*overrides, *spec.overrides],
-             teacher=str(runs / spec.teacher) if spec.teacher else None, progress=progress)
+             teacher=runs / spec.teacher if spec.teacher else None, progress=progress)
 
 
 def _random_model(path: Path, seed: int) -> None:
