@@ -12,25 +12,24 @@ import torch
 from torch import nn
 
 import open_videoprism as ovp
+from open_videoprism.optim import lr_factor, param_groups
 from open_videoprism.objectives.contrastive import ContrastiveObjective, ContrastiveOptions
-from open_videoprism.train.config import ScheduleConfig, load_config
+from open_videoprism.train.config import load_config
 from open_videoprism.train.data import AlternatingStream, RandomPairStream, interleave
 from open_videoprism.train.engine import Trainer, TrainingDiverged, build_objective
 from open_videoprism.train.logging import read_metrics
-from open_videoprism.train.optim import param_groups
-from open_videoprism.train.schedule import lr_factor
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_schedules() -> None:
-    lin = ScheduleConfig(warmup_steps=4, decay="linear", min_lr_ratio=0.0)
-    assert [lr_factor(s, 12, lin) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert lr_factor(8, 12, lin) == pytest.approx(0.5) and lr_factor(12, 12, lin) == 0.0
-    cos = ScheduleConfig(warmup_steps=0, decay="cosine", min_lr_ratio=0.1)
-    assert lr_factor(0, 10, cos) == 1.0 and lr_factor(10, 10, cos) == pytest.approx(0.1)
-    assert lr_factor(5, 10, cos) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert lr_factor(7, 10, ScheduleConfig(decay="constant")) == 1.0
+    assert [lr_factor(s, 12, 4, "linear") for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(8, 12, 4, "linear") == pytest.approx(0.5) and lr_factor(12, 12, 4, "linear") == 0.0
+    assert lr_factor(0, 10, 0, "cosine", 0.1) == 1.0 and lr_factor(10, 10, 0, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(5, 10, 0, "cosine", 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(7, 10, 0, "constant") == 1.0
+    with pytest.raises(ValueError, match="unknown decay"):
+        lr_factor(7, 10, 0, "step")
 
 
 def test_param_groups_exclude_norms_biases_tables_queries_temperature() -> None:

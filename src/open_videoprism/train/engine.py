@@ -34,13 +34,13 @@ from torch import nn
 
 from open_videoprism.atomic import write_text
 from open_videoprism.errors import TrainingDiverged, UserError
+from open_videoprism.optim import lr_factor, param_groups, set_lr
 from open_videoprism.train import checkpoint_manager as ckpt
 from open_videoprism.train.config import TrainConfig, objective_options
 from open_videoprism.train.data import StreamFactory
 from open_videoprism.train.distributed import DistInfo, all_reduce_mean, barrier, unwrap, wrap_ddp
 from open_videoprism.train.logging import METRICS_FILE, MetricLogger, Progress, truncate_metrics
-from open_videoprism.train.optim import build_optimizer, param_groups
-from open_videoprism.train.schedule import set_lr
+from open_videoprism.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,9 @@ class Trainer:
 
     def _train_step(self, model: nn.Module, batches: Any) -> tuple[dict[str, float], int, float]:
         cfg = self.cfg
-        lr_factor = set_lr(self.optimizer, self.step, cfg.steps, cfg.schedule)
+        sched = cfg.schedule
+        factor = lr_factor(self.step, cfg.steps, sched.warmup_steps, sched.decay, sched.min_lr_ratio)
+        set_lr(self.optimizer, factor)
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         samples = 0
@@ -302,7 +304,7 @@ class Trainer:
         if callable(after):
             after(self.step + 1)
         values = {k: v / cfg.accum_steps for k, v in sums.items()}
-        values["lr"] = self.optimizer.param_groups[0]["initial_lr"] * lr_factor
+        values["lr"] = self.optimizer.param_groups[0]["initial_lr"] * factor
         if grad_norm is not None:
             values["grad_norm"] = float(grad_norm)
         return values, samples, data_s
