@@ -326,22 +326,4 @@ class Trainer:
         return path
 
 
-def train(
-    cfg: TrainConfig,
-    make_stream: StreamFactory,
-    run_dir: str | Path | None,
-    *,
-    objective: nn.Module | None = None,
-    teacher: str | None = None,
-    info: DistInfo | None = None,
-    resume: bool = False,
-    stop_after: int | None = None,
-    progress: bool = True,
-) -> TrainResult:
-    """Build the objective (unless given) and run :class:`Trainer` ``fit``."""
-    if objective is None:
-        objective = build_objective(cfg, teacher=teacher)
-    return Trainer(cfg, objective, make_stream, run_dir, info=info, progress=progress).fit(resume=resume, stop_after=stop_after)
-
-
-__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "FINAL_DIR", "FINAL_MODEL", "Trainer", "TrainResult", "TrainingDiverged", "build_objective", "seed_everything", "train"]
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "FINAL_DIR", "FINAL_MODEL", "Trainer", "TrainResult", "TrainingDiverged", "build_objective", "seed_everything"]
