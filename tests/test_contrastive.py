@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 import open_videoprism as ovp
 from open_videoprism.errors import ConfigError
-from open_videoprism.errors import ConfigError
 from open_videoprism.objectives.contrastive import ContrastiveObjective, ContrastiveOptions
 from open_videoprism.objectives.loss import info_nce
 from open_videoprism.train.config import load_config

@@ -66,7 +66,7 @@ def test_ddp_gather_matches_single_process(tmp_path: Path) -> None:
     ref = {k: p.grad for k, p in obj.named_parameters() if p.grad is not None}
     assert set(got["grads"]) == set(ref)
     for k in ref:
-        torch.testing.assert_close(got["grads"][k], ref[k], rtol=1e-4, atol=1e-6, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(got["grads"][k], ref[k], rtol=1e-4, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
 
     cfg = load_config(None, OVERRIDES)
     single = Trainer(cfg, _objective(), lambda s: RandomPairStream(GLOBAL_BATCH, num_samples=16, seed=5, state=s), None, progress=False).fit()

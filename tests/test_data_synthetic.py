@@ -137,7 +137,7 @@ def test_generate_writes_benchmark(tmp_path):
     for name in ("pretrain.jsonl", "probe_train.jsonl", "test.jsonl", "long.jsonl", "qa.jsonl", "classes.json",
                  "tokenizer.model", "synth.json"):
         assert (out / name).is_file(), name
-    rows = {s: [json.loads(l) for l in (out / f"{s}.jsonl").read_text().splitlines()] for s in syn.SPLITS}
+    rows = {s: [json.loads(line) for line in (out / f"{s}.jsonl").read_text().splitlines()] for s in syn.SPLITS}
     assert [len(rows[s]) for s in syn.SPLITS] == [6, 3, 3]
     r = rows["pretrain"][0]
     assert set(r) >= {"path", "caption", "captions", "label", "motion_label", "factors", "qa"}
@@ -145,7 +145,7 @@ def test_generate_writes_benchmark(tmp_path):
     classes = json.loads((out / "classes.json").read_text())
     assert classes["label"][r["label"]] == f"{r['factors']['colour']} {r['factors']['shape']}"
     assert r["caption"] == r["captions"][0] and r["factors"]["colour"] in r["caption"]
-    qa = [json.loads(l) for l in (out / "qa.jsonl").read_text().splitlines()]
+    qa = [json.loads(line) for line in (out / "qa.jsonl").read_text().splitlines()]
     assert {"question": "what color is the object?", "answer": r["factors"]["colour"]} in r["qa"]
     assert any(q["path"] == r["path"] and q["answer"] == r["factors"]["shape"] for q in qa)
     # Long videos: ordered, non-overlapping segments inside the video.
@@ -182,7 +182,7 @@ def test_generate_writes_benchmark(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (out / "videos").rglob("*.mp4")}
     assert main(["synth", str(out), "--clips", "12", "--long", "1", "--workers", "1"]) == 0
     assert before == {p: p.stat().st_mtime_ns for p in (out / "videos").rglob("*.mp4")}
-    assert [json.loads(l) for l in (out / "pretrain.jsonl").read_text().splitlines()] == rows["pretrain"]
+    assert [json.loads(line) for line in (out / "pretrain.jsonl").read_text().splitlines()] == rows["pretrain"]
 
 
 def test_generate_is_deterministic_across_workers(tmp_path):

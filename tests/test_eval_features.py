@@ -29,7 +29,7 @@ def model():
 def test_multiclip_features_have_the_documented_shapes(synth, model, tmp_path):
     cfg = FeatureConfig(num_clips=2, frame_stride=1, batch_size=2, shard_size=2)
     fs = load_features(extract_features(model, synth / "test.jsonl", tmp_path / "f", cfg, progress=False))
-    n = sum(1 for _ in open(synth / "test.jsonl"))
+    n = len((synth / "test.jsonl").read_text().splitlines())
     assert fs.index.tolist() == list(range(n))
     assert fs.tokens.shape == (n, 2, 4 * 16, 64) and fs.tokens.dtype == torch.float32
     assert fs.mean_tokens.shape == (n, 2, 64) and fs.embedding.shape == (n, 2, 64)

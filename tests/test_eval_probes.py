@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from open_videoprism.optim import lr_factor
+from open_videoprism.eval.metrics import mean_average_precision, topk_accuracy
 from open_videoprism.eval.probes import (
     AttentiveProbe,
     LinearProbe,
@@ -15,7 +15,7 @@ from open_videoprism.eval.probes import (
     predict,
     train_probe,
 )
-from open_videoprism.eval.metrics import mean_average_precision, topk_accuracy
+from open_videoprism.optim import lr_factor
 
 
 def separable_tokens(n: int, num_classes: int, seed: int, tokens: int = 8, dim: int = 32, clips: int = 1):

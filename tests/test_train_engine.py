@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import open_videoprism as ovp
-from open_videoprism.optim import lr_factor, param_groups
 from open_videoprism.objectives.contrastive import ContrastiveObjective, ContrastiveOptions
+from open_videoprism.optim import lr_factor, param_groups
 from open_videoprism.train.config import load_config
 from open_videoprism.train.data import AlternatingStream, RandomPairStream, interleave
 from open_videoprism.train.engine import Trainer, TrainingDiverged, build_objective
@@ -106,7 +106,7 @@ def test_accumulation_equals_the_mean_of_micro_batch_gradients() -> None:
     opt.step()
     assert res.losses[1] == pytest.approx(sum(losses) / 2, rel=1e-6)
     for (n, a), b in zip(obj.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{n}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("extra", [["precision=bf16"], ["optim.name=adafactor", "optim.lr=1e-2"], ["model.grad_checkpointing=true"]])

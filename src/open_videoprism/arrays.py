@@ -8,8 +8,8 @@ atomically, metadata kept (safetensors header; 0-d string arrays in an npz).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch

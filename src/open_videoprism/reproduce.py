@@ -7,14 +7,16 @@ run still gets a report.
 """
 
 from __future__ import annotations
-from open_videoprism.atomic import write_text
-from open_videoprism.train.logging import read_metrics
 
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+from open_videoprism.atomic import write_text
+from open_videoprism.train.logging import read_metrics
 
 # Columns of the main table: (header, eval folder, metric key).
 COLUMNS = (

@@ -104,13 +104,12 @@ def _synth(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from open_videoprism.progress import progress_bar
-
     from open_videoprism.data.config import VideoDataConfig
     from open_videoprism.data.dataset import ClipSampler, sample_rng
     from open_videoprism.data.decode import DecodeError
     from open_videoprism.data.manifest import Manifest, ManifestEntry
     from open_videoprism.data.webdataset_io import expand_shards, is_shard_source, iter_tar_samples
+    from open_videoprism.progress import progress_bar
 
     cfg = VideoDataConfig(num_frames=args.frames, image_size=args.size, frame_stride=args.stride,
                           sampling=args.sampling)

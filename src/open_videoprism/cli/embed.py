@@ -52,9 +52,8 @@ def _load_clip(path: str, frames: int, size: int) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
-    from open_videoprism.progress import progress_bar
-
     from open_videoprism.checkpoints import load
+    from open_videoprism.progress import progress_bar
 
     out = Path(args.out)
     if out.suffix not in SUFFIXES:

@@ -17,9 +17,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from open_videoprism.errors import UserError
 
@@ -195,8 +195,8 @@ def run(args: argparse.Namespace) -> int:
     for name, ckpt in models.items():
         for task, field_ in (("appearance", "label"), ("motion", "motion_label")):
             folder = evals / name / f"probe-{task}"
-            step(f"probe {task} {name}", folder, lambda c=ckpt, f=folder, l=field_, n=name: _cli(
-                ["eval", "probe", "--checkpoint", c, "--data", data, "--out", f, "--label-field", l,
+            step(f"probe {task} {name}", folder, lambda c=ckpt, f=folder, lf=field_, n=name: _cli(
+                ["eval", "probe", "--checkpoint", c, "--data", data, "--out", f, "--label-field", lf,
                  "--cache", evals / n / "features", "--seed", args.seed, *epochs]))
         if name in ("random", "stage1"):  # the video-text models
             for task in ("retrieval", "zeroshot"):

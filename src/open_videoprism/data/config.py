@@ -45,7 +45,7 @@ class VideoDataConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VideoDataConfig":
+    def from_dict(cls, d: dict[str, Any]) -> VideoDataConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -103,14 +103,14 @@ def collate(samples: list[dict[str, Any]], cfg: VideoDataConfig, tokenizer=None)
             batch["text_ids"], batch["text_paddings"] = tokenizer(batch["caption"], cfg.max_text_length)
     if all("label" in s for s in samples):
         labels = [s["label"] for s in samples]
-        if any(isinstance(l, list) for l in labels):
+        if any(isinstance(lab, list) for lab in labels):
             if cfg.num_classes is None:
                 from open_videoprism.errors import ConfigError
 
                 raise ConfigError("multi-label samples (label lists) need VideoDataConfig.num_classes for multi-hot labels")
             hot = torch.zeros(len(labels), cfg.num_classes)
-            for i, l in enumerate(labels):
-                hot[i, l if isinstance(l, list) else [l]] = 1.0
+            for i, lab in enumerate(labels):
+                hot[i, lab if isinstance(lab, list) else [lab]] = 1.0
             batch["label"] = hot
         else:
             batch["label"] = torch.tensor(labels, dtype=torch.long)

@@ -16,11 +16,12 @@ Every failure is raised as :class:`DecodeError` with a short ``reason``
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -239,17 +240,15 @@ class VideoReader:
             self._container.close()
             self._container = None
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __del__(self) -> None:  # pragma: no cover - best effort
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
 
 def read_video(

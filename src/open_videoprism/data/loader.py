@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
@@ -54,7 +55,7 @@ class LoaderState:
                 "worker_positions": self.worker_positions, "next_worker": self.next_worker}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LoaderState":
+    def from_dict(cls, d: dict[str, Any]) -> LoaderState:
         return cls(epoch=int(d.get("epoch", 0)), batch=int(d.get("batch", 0)), skips=dict(d.get("skips") or {}),
                    worker_positions=d.get("worker_positions"), next_worker=int(d.get("next_worker", 0)))
 

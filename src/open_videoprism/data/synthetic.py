@@ -22,7 +22,6 @@ gaps between them, and records their time segments for localization.
 """
 
 from __future__ import annotations
-from open_videoprism.atomic import write_bytes, write_json, write_jsonl
 
 import hashlib
 import json
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from open_videoprism.atomic import write_bytes, write_json, write_jsonl
 
 SHAPES: tuple[str, ...] = ("triangle", "square", "star", "cross")
 COLOURS: dict[str, tuple[int, int, int]] = {

@@ -22,8 +22,8 @@ together with the resampler, on the synthetic captions and QA pairs:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ class WordVocab:
         self.stoi = {w: i for i, w in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, texts: Sequence[str], min_count: int = 1) -> "WordVocab":
+    def build(cls, texts: Sequence[str], min_count: int = 1) -> WordVocab:
         counts = Counter(w for t in texts for w in caption_tokens(t))
         return cls(sorted(w for w, c in counts.items() if c >= min_count))
 

@@ -29,15 +29,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
 from open_videoprism.arrays import read_arrays, write_arrays
 from open_videoprism.atomic import write_json
-from open_videoprism.progress import progress_bar
-
 from open_videoprism.errors import UserError
 from open_videoprism.models import VideoPrism
+from open_videoprism.progress import progress_bar
 
 PROGRESS_FILE = "progress.json"
 FORMAT_VERSION = 1
@@ -68,7 +67,7 @@ class FeatureConfig:
         """The settings that determine the features (batching and sharding do not)."""
         return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "shard_size", "label_field")}
 
-    def resolved(self, model: VideoPrism) -> "FeatureConfig":
+    def resolved(self, model: VideoPrism) -> FeatureConfig:
         """A copy with the model defaults filled in and the sampling made consistent."""
         v = model.cfg.vision
         cfg = FeatureConfig(**asdict(self))

@@ -11,7 +11,7 @@ of a batch of sample indices.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

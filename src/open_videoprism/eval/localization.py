@@ -15,8 +15,8 @@ scheme) becomes a candidate; per-class temporal NMS then removes duplicates. Seg
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

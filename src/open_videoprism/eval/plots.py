@@ -13,8 +13,8 @@ Every figure is written atomically (temporary file in the same folder, then
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch

@@ -15,8 +15,9 @@ Batches without ``index`` fall back to a per-collator call counter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class MaskConfig:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "MaskConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> MaskConfig:
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)

@@ -75,7 +75,7 @@ class VideoPrismConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VideoPrismConfig":
+    def from_dict(cls, d: dict[str, Any]) -> VideoPrismConfig:
         d = dict(d)
         try:
             vision = VisionConfig(**d.pop("vision", {}))
@@ -86,5 +86,5 @@ class VideoPrismConfig:
             raise ConfigError(f"invalid model config: {exc}") from None
 
     @classmethod
-    def from_json(cls, s: str) -> "VideoPrismConfig":
+    def from_json(cls, s: str) -> VideoPrismConfig:
         return cls.from_dict(json.loads(s))

@@ -26,7 +26,8 @@ decay in ``no_weight_decay()`` (see :mod:`open_videoprism.optim`).
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

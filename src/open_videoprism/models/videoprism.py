@@ -20,8 +20,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from open_videoprism.models.layers import INIT_STD, AttentionPool, Transformer, init_dense, init_norm, trunc_normal_, l2_normalize, layer_norm
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
+from open_videoprism.models.layers import (
+    INIT_STD,
+    AttentionPool,
+    Transformer,
+    init_dense,
+    init_norm,
+    l2_normalize,
+    layer_norm,
+    trunc_normal_,
+)
 from open_videoprism.models.pos_embed import resize_spatial_table, resize_temporal_table, sinusoidal_table
 
 

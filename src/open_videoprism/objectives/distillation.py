@@ -157,7 +157,7 @@ class DistillationObjective(nn.Module):
 
     # -- the contract ------------------------------------------------------------
 
-    def train(self, mode: bool = True) -> "DistillationObjective":
+    def train(self, mode: bool = True) -> DistillationObjective:
         super().train(mode)
         self.teacher.eval()  # the teacher never switches to training behaviour
         return self
