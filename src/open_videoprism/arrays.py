@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +39,9 @@ def write_arrays(
     tensors = {k: torch.as_tensor(v).contiguous() for k, v in arrays.items()}
     with atomic_path(p, fsync=fsync) as tmp:
         if p.suffix == ".npz":
-            meta = {k: np.array(v) for k, v in (metadata or {}).items()}
-            np.savez(tmp, **{k: v.numpy() for k, v in tensors.items()}, **meta)
+            payload: dict[str, Any] = {k: v.numpy() for k, v in tensors.items()}
+            payload.update((k, np.array(v)) for k, v in (metadata or {}).items())
+            np.savez(tmp, **payload)
         else:
             from safetensors.torch import save_file
 

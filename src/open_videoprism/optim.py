@@ -40,7 +40,8 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     module declares it in ``no_weight_decay()``. Empty groups are dropped.
     """
     exempt = no_weight_decay(module)
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in module.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 or name in exempt else decay).append(p)

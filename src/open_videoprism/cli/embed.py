@@ -47,7 +47,7 @@ def _load_clip(path: str, frames: int, size: int) -> torch.Tensor:
 
     if not Path(path).is_file():
         raise UserError(f"{path}: no such file")
-    video = read_video(path, num_frames=frames, as_tensor=True)  # [T, 3, H, W] in [0, 1]
+    video = torch.as_tensor(read_video(path, num_frames=frames, as_tensor=True))  # [T, 3, H, W] in [0, 1]
     return center_crop(resize_short_side(video, size), size)
 
 

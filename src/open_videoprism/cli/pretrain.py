@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from open_videoprism.atomic import write_json
 from open_videoprism.errors import ConfigError, UserError
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed(cfg.device)
     try:
         objective = build_objective(cfg, teacher=args.teacher)
-        model = unwrap(objective).export_model()
+        model = cast(Any, unwrap(objective)).export_model()
         tokenizer = None
         tok_path = Path(args.tokenizer) if args.tokenizer else _default_tokenizer(data)
         if tok_path is not None and tok_path.is_file():

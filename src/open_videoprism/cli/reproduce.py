@@ -17,8 +17,9 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from open_videoprism.errors import UserError
@@ -140,7 +141,7 @@ def _changed(folder: Path, settings: dict) -> bool:
     return marker.exists() and json.loads(marker.read_text()).get("settings") != settings
 
 
-def _cli(argv: list[str]) -> None:
+def _cli(argv: Sequence[object]) -> None:
     from open_videoprism.cli.main import main
 
     rc = main([str(a) for a in argv])
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
          "--steps", steps1, f"seed={args.seed}", *no_progress]))
     variants = [STAGE2_VARIANTS["full"]] + [STAGE2_VARIANTS[a] for a in ablations]
     for v in variants:
-        step(v.name, runs / v.name, lambda v=v: _cli(
+        step(v.name, runs / v.name, partial(_cli,
             ["pretrain", "--config", recipe_path("stage2-tiny"), "--data", data / "pretrain.jsonl", "--out", runs / v.name,
              "--teacher", runs / "stage1", "--steps", steps2, f"seed={args.seed}", *v.overrides, *no_progress]))
 
@@ -195,14 +196,14 @@ def run(args: argparse.Namespace) -> int:
     for name, ckpt in models.items():
         for task, field_ in (("appearance", "label"), ("motion", "motion_label")):
             folder = evals / name / f"probe-{task}"
-            step(f"probe {task} {name}", folder, lambda c=ckpt, f=folder, lf=field_, n=name: _cli(
-                ["eval", "probe", "--checkpoint", c, "--data", data, "--out", f, "--label-field", lf,
-                 "--cache", evals / n / "features", "--seed", args.seed, *epochs]))
+            step(f"probe {task} {name}", folder, partial(_cli,
+                ["eval", "probe", "--checkpoint", ckpt, "--data", data, "--out", folder, "--label-field", field_,
+                 "--cache", evals / name / "features", "--seed", args.seed, *epochs]))
         if name in ("random", "stage1"):  # the video-text models
             for task in ("retrieval", "zeroshot"):
                 folder = evals / name / task
-                step(f"{task} {name}", folder, lambda c=ckpt, f=folder, t=task, n=name: _cli(
-                    ["eval", t, "--checkpoint", c, "--data", data, "--out", f, "--cache", evals / n / "features"]))
+                step(f"{task} {name}", folder, partial(_cli,
+                    ["eval", task, "--checkpoint", ckpt, "--data", data, "--out", folder, "--cache", evals / name / "features"]))
 
     from open_videoprism.reproduce import write_reproduce_report
 

@@ -22,6 +22,7 @@ import os
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ class VideoReader:
         elif len(data) == 0:
             raise DecodeError(path, "empty", "zero bytes")
         self.is_image = self.path.suffix.lower() in IMAGE_EXTENSIONS
-        self._container = None
+        self._container: Any = None  # av.container.InputContainer once opened
         self._read_before = False  # a fresh container needs no rewind
         self._image: np.ndarray | None = None
         if self.is_image:

@@ -418,6 +418,7 @@ class _Job:
 def _run_job(job: _Job) -> dict[str, Any]:
     from open_videoprism.data.encode import write_video
 
+    frames: np.ndarray | None
     if job.split == LONG_SPLIT:
         frames, record = render_long(job.seed, job.index, job.cfg)
         path = Path(job.out) / record["path"]

@@ -247,7 +247,7 @@ class _ShardStream(IterableDataset):
                 s, skip = self._load(key, parts, epoch)
                 if skip:
                     skips.append(skip)
-                else:
+                elif s is not None:
                     samples.append(s)
                 if len(samples) == self.batch_size:
                     yield self._batch(samples, skips, attempts, worker, epoch, pos, False)

@@ -203,6 +203,7 @@ def extract_features(
                 return out
     out.mkdir(parents=True, exist_ok=True)
 
+    assert cfg.num_frames is not None and cfg.image_size is not None  # resolved() filled them in
     data_cfg = VideoDataConfig(
         num_frames=cfg.num_frames,
         image_size=cfg.image_size,

@@ -375,7 +375,7 @@ def _decoder_tokens(fs: FeatureSet) -> torch.Tensor:
 
 def _text_samples(manifest: str, fs: FeatureSet, task: str, first_caption_only: bool) -> list[cap.TextSample]:
     entries = _manifest(manifest)
-    samples = []
+    samples: list[cap.TextSample] = []
     for row, i in enumerate(fs.index.tolist()):
         e = entries[i]
         if task == "caption":

@@ -15,7 +15,9 @@ forward.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -24,6 +26,7 @@ from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionCo
 from open_videoprism.models.layers import (
     INIT_STD,
     AttentionPool,
+    NormPolicy,
     Transformer,
     init_dense,
     init_norm,
@@ -32,6 +35,9 @@ from open_videoprism.models.layers import (
     trunc_normal_,
 )
 from open_videoprism.models.pos_embed import resize_spatial_table, resize_temporal_table, sinusoidal_table
+
+if TYPE_CHECKING:
+    from open_videoprism.tokenizer import Tokenizer
 
 
 @dataclass
@@ -205,7 +211,7 @@ class TextEncoder(nn.Module):
         self.token_embed = nn.Embedding(cfg.vocab_size, d)
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.transformer = Transformer(
-            cfg.num_layers, d, cfg.num_heads, cfg.mlp_dim, "relu", cfg.logit_cap, cfg.norm_policy, causal=True
+            cfg.num_layers, d, cfg.num_heads, cfg.mlp_dim, "relu", cfg.logit_cap, cast(NormPolicy, cfg.norm_policy), causal=True
         )
         self.norm = layer_norm(d)
         self.init_weights()
@@ -320,7 +326,7 @@ class VideoPrism(nn.Module):
         self,
         token_ids: torch.Tensor | list[str] | str,
         paddings: torch.Tensor | None = None,
-        tokenizer: object | None = None,
+        tokenizer: Tokenizer | str | os.PathLike | None = None,
         normalize: bool = True,
     ) -> torch.Tensor:
         """Text embeddings ``[B, D]`` (L2-normalised by default).

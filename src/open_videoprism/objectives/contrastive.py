@@ -89,6 +89,7 @@ class ContrastiveObjective(nn.Module):
         visible = self.visible_tokens(video)
         crop = self.options.crop_image_temporal_pos and video.shape[1] == 1
         v = self.model.encode_video(video, visible=visible, frame_embeddings=False, crop_temporal_pos=crop).embedding
+        assert v is not None  # the constructor checked for a MAP head
         t = self.model.encode_text(batch["text_ids"], batch["text_paddings"])
         scale = self.scale()
         loss, logits = info_nce(v, t, scale)
@@ -120,7 +121,10 @@ def embed_pairs(model: VideoPrism, batches: Iterable[dict[str, Any]], device: to
     vs, ts = [], []
     for batch in batches:
         video = batch["video"].to(device or model.device)
-        vs.append(model.encode_video(video, frame_embeddings=False).embedding.float().cpu())
+        emb = model.encode_video(video, frame_embeddings=False).embedding
+        if emb is None:
+            raise ValueError("embed_pairs needs a video-text model (one with a MAP head)")
+        vs.append(emb.float().cpu())
         ts.append(model.encode_text(batch["text_ids"].to(video.device), batch["text_paddings"].to(video.device)).float().cpu())
     model.train(was_training)
     if not vs:

@@ -150,7 +150,7 @@ class DistillationObjective(nn.Module):
         if opts.global_distillation:
             pool_dim = teacher.cfg.pooler_dim
             self.global_decoder = GlobalDecoder(v_s.width, v_t.width, opts.decoder, v_t.num_heads, pool_dim)
-            if opts.global_pool_from_teacher:
+            if opts.global_pool_from_teacher and teacher.pooler is not None:  # checked above
                 head = {k: v.float() for k, v in teacher.pooler.state_dict().items()}
                 self.global_decoder.pool.load_state_dict(head)
         self.collate_fn = MaskCollator(build_mask_generator(opts.mask), v_s.patch_size, opts.mask.seed)
@@ -295,6 +295,7 @@ class OneStageObjective(nn.Module):
         out = self.model.encode_video(video, visible=visible, frame_embeddings=False)
         text = self.model.encode_text(batch["text_ids"], batch["text_paddings"])
         scale = self.logit_scale.exp().clamp(max=100.0)
+        assert out.embedding is not None  # an LvT model (checked at construction)
         loss_con, _ = info_nce(out.embedding, text, scale)
         pred, _ = self.decoder(out.tokens, visible, (grid.frames, grid.height, grid.width))
         masked = torch.ones(pred.shape[:2], device=pred.device).scatter_(1, visible, 0.0)

@@ -198,7 +198,7 @@ def loader_factory(
         frame_stride=data_cfg.frame_stride,
         sampling=data_cfg.sampling,
         random_resized_crop=data_cfg.random_resized_crop,
-        crop_scale=tuple(data_cfg.crop_scale),
+        crop_scale=(data_cfg.crop_scale[0], data_cfg.crop_scale[1]),
         hflip=data_cfg.hflip,
         max_text_length=data_cfg.max_text_length,
         max_failure_ratio=data_cfg.max_failure_ratio,
@@ -252,11 +252,11 @@ def build_stream_factory(
     if not specs:
         if data is None:
             raise ConfigError("no data: pass --data MANIFEST_OR_SHARDS or list data.datasets in the config")
-        single = loader_factory(str(data), cfg.data, batch_size=cfg.batch_size, **common)  # type: ignore[arg-type]
+        single = loader_factory(str(data), cfg.data, batch_size=cfg.batch_size, **common)
         return single
     factories = [
         loader_factory(
-            _resolve(s.source, root), cfg.data, batch_size=s.batch_size or cfg.batch_size, num_frames=s.num_frames, **common  # type: ignore[arg-type]
+            _resolve(s.source, root), cfg.data, batch_size=s.batch_size or cfg.batch_size, num_frames=s.num_frames, **common
         )
         for s in specs
     ]

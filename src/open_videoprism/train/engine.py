@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -128,7 +128,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.show_progress = progress
         wd = cfg.optim.weight_decay
-        groups = objective.param_groups(wd) if hasattr(objective, "param_groups") else param_groups(objective, wd)
+        custom = getattr(objective, "param_groups", None)
+        groups = custom(wd) if callable(custom) else param_groups(objective, wd)
         self.optimizer = build_optimizer(groups, cfg.optim)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.step = 0
@@ -283,7 +284,8 @@ class Trainer:
             data_s += time.perf_counter() - t0
             samples += int(batch["video"].shape[0]) if "video" in batch else 0
             last = micro == cfg.accum_steps - 1
-            sync = model.no_sync() if (self.info.distributed and not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
+            no_sync = getattr(model, "no_sync", None)  # DDP, also through torch.compile
+            sync = no_sync() if (self.info.distributed and not last and no_sync is not None) else contextlib.nullcontext()
             with sync:
                 with self._autocast():
                     out = model(batch)
@@ -316,7 +318,7 @@ class Trainer:
         if self.info.is_main and self.run_dir is not None:
             from open_videoprism.checkpoints import save_checkpoint
 
-            model = unwrap(self.objective).export_model()
+            model = cast(Any, unwrap(self.objective)).export_model()
             path = save_checkpoint(
                 self.run_dir / FINAL_DIR / FINAL_MODEL,
                 model.state_dict(),

@@ -29,7 +29,7 @@ METRICS_FILE = "metrics.jsonl"
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` (a torn last line from a crash is ignored)."""
-    out = []
+    out: list[dict[str, Any]] = []
     p = Path(path)
     if not p.exists():
         return out
