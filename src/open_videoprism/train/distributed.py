@@ -10,7 +10,6 @@ no-ops, so the same code path serves both.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 
 import torch
@@ -95,13 +94,6 @@ def unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
-def free_port() -> int:
-    """A free TCP port on localhost (for tests and single-node launches)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cleanup() -> None:
     if is_dist():
         dist.destroy_process_group()
@@ -112,7 +104,6 @@ __all__ = [
     "all_reduce_mean",
     "barrier",
     "cleanup",
-    "free_port",
     "get_rank",
     "get_world_size",
     "init_distributed",
