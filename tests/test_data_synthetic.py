@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from open_videoprism.data import VideoDataConfig, build_loader, read_video
 from open_videoprism.data import synthetic as syn
@@ -163,7 +164,7 @@ def test_generate_writes_benchmark(tmp_path):
     assert moving > 3 * still
     # The tokenizer: the library's class, small vocabulary, captions without unknown pieces.
     tok = Tokenizer(out / "tokenizer.model")
-    assert tok.vocab_size <= 300 and tok.bos_id < 0
+    assert tok.vocab_size <= 320 and tok.bos_id < 0
     ids, pads = tok([r["caption"]], 64)
     n = int((pads[0] == 0).sum())
     assert 5 < n < 30 and 2 not in ids[0, :n].tolist()     # 2 = unk
@@ -207,3 +208,96 @@ def test_bad_synth_options_are_user_errors(tmp_path):
     assert main(["synth", str(tmp_path / "x"), "--out", str(tmp_path / "y")]) == 2
     assert main(["synth", "--out", str(tmp_path / "z"), "--clips", "3", "--long", "0", "--workers", "1"]) == 0
     assert (tmp_path / "z" / "test.jsonl").is_file()
+
+
+# -- pretraining text regimes ---------------------------------------------------
+def _pretrain_records(n: int, seed: int = 0) -> list[dict]:
+    from open_videoprism.data.synthetic import _rng, clip_record, sample_spec
+
+    return [clip_record(sample_spec(_rng(seed, "pretrain", i)), f"videos/pretrain/{i:06d}.mp4", "pretrain")
+            for i in range(n)]
+
+
+def _states(text: str, phrase: str) -> bool:
+    return phrase in text
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(),  # the paper-derived defaults
+    dict(clean_fraction=0.25, noisy_motion_rate=0.4, noisy_wrong_rate=0.5),
+])
+def test_mixed_regime_fractions_and_noise_rates_by_counting(cfg):
+    from open_videoprism.data.synthetic import (
+        MOTION_WORDS,
+        MOTIONS,
+        CaptionConfig,
+        _motion_phrase,
+        _rng,
+        assign_texts,
+        sample_spec,
+    )
+
+    n = 400
+    caps = CaptionConfig(**cfg)
+    clean = _pretrain_records(n)
+    out = assign_texts(clean, 0, caps)
+    src = [r["text"]["source"] for r in out]
+    assert src.count("clean") == round(caps.clean_fraction * n)
+    n_noisy = n - src.count("clean")
+    kinds = [r["text"]["motion"] for r in out if r["text"]["source"] == "noisy"]
+    n_mention = round(caps.noisy_motion_rate * n_noisy)
+    assert kinds.count("stated") + kinds.count("wrong") == n_mention
+    assert kinds.count("wrong") == round(caps.noisy_wrong_rate * n_mention)
+    phrases = {m[0]: m[1] for m in MOTIONS}
+    for r, c in zip(out, clean):
+        text = r["caption"]
+        assert r["captions"] == [text] or r["text"]["source"] == "clean"
+        f = r["factors"]
+        if r["text"]["source"] == "clean":
+            assert r["captions"] == c["captions"]  # clean captions are the canonical ones
+            continue
+        # Noisy text names the object (colour or shape) among filler words...
+        assert f["colour"] in text or f["shape"] in text
+        words = set(text.replace("|", " ").split())
+        spec = sample_spec(_rng(0, "pretrain", int(r["path"][-10:-4])))
+        own = _motion_phrase(spec)
+        if r["text"]["motion"] == "none":  # ...and says nothing about motion unless chosen to
+            assert not words & set(MOTION_WORDS), text
+        elif r["text"]["motion"] == "stated":
+            assert own in text
+        else:  # a wrong motion: another class's phrase, not this clip's
+            assert own not in text and words & set(MOTION_WORDS)
+            assert any(p.split()[0] in words for k, p in phrases.items() if k != f["motion"])
+
+
+def test_clean_regime_keeps_every_caption_and_rates_are_validated():
+    from open_videoprism.data.synthetic import CaptionConfig, assign_texts
+
+    clean = _pretrain_records(50)
+    out = assign_texts(clean, 0, CaptionConfig(regime="clean"))
+    assert [r["captions"] for r in out] == [r["captions"] for r in clean]
+    assert {r["text"]["source"] for r in out} == {"clean"}
+    for bad in (dict(regime="noisy"), dict(clean_fraction=1.5), dict(noisy_wrong_rate=-0.1)):
+        with pytest.raises(ValueError):
+            CaptionConfig(**bad)
+
+
+def test_synth_writes_both_regimes_and_a_probe_validation_split(tmp_path):
+    from open_videoprism.cli.main import main
+
+    out = tmp_path / "d"
+    assert main(["synth", str(out), "--clips", "40", "--long", "2", "--clean-fraction", "0.5",
+                 "--noisy-motion-rate", "0"]) == 0
+    def read(name):
+        return [json.loads(line) for line in (out / name).read_text().splitlines()]
+
+    mixed, clean = read("pretrain.jsonl"), read("pretrain_clean.jsonl")
+    assert [r["path"] for r in mixed] == [r["path"] for r in clean]  # the same videos
+    assert sum(r["text"]["source"] == "clean" for r in mixed) == round(0.5 * len(mixed))
+    assert all(r["text"]["motion"] == "none" for r in mixed if r["text"]["source"] == "noisy")
+    fit, val, probe = read("probe_fit.jsonl"), read("probe_val.jsonl"), read("probe_train.jsonl")
+    assert sorted(r["path"] for r in fit + val) == sorted(r["path"] for r in probe) and len(val) == len(probe) // 5
+    assert not {r["path"] for r in fit} & {r["path"] for r in val}
+    test = read("test.jsonl")
+    assert all(r["caption"].startswith("a ") for r in test)  # evaluation captions stay clean
+    assert main(["synth", str(tmp_path / "e"), "--clips", "12", "--noisy-wrong-rate", "2"]) == 2

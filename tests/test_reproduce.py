@@ -1,4 +1,4 @@
-"""``videoprism reproduce`` in its smoke form: every step runs, the report is complete, reruns resume."""
+"""``videoprism reproduce``: the smoke study end to end (once), results.json schema, claims, resume."""
 
 from __future__ import annotations
 
@@ -7,65 +7,85 @@ import json
 import pytest
 
 from open_videoprism.cli.main import main
+from open_videoprism.reproduce.results import METRICS, measure_claims, verdict
+from open_videoprism.reproduce.runs import PRESETS, parse_ablations, plan
+
+RUNS = ["random", "stage1", "stage2", "stage2-no-shuffle", "stage2-no-global", "stage2-tube", "one-stage",
+        "stage1-lit", "stage2-lit", "stage1-clean", "stage2-clean"]
 
 
 @pytest.mark.slow
-def test_reproduce_smoke_runs_every_step_and_resumes(tmp_path, capsys):
+def test_smoke_study_runs_every_model_writes_results_and_resumes(tmp_path):
     out = tmp_path / "rep"
-    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--ablations", "no-shuffle"]) == 0
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--seed", "3", "--seeds", "2"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    # Schema: one entry per model and seed, all four metrics (null where a run is not scored).
+    assert results["preset"] == "smoke" and results["seeds"] == [3, 4]
+    assert [(r["name"], r["seed"]) for r in results["runs"]] == [(n, s) for s in (3, 4) for n in RUNS]
+    for r in results["runs"]:
+        assert set(r["metrics"]) == set(METRICS) and r["regime"] in ("mixed", "clean")
+        probed = r["name"] not in ("stage1-lit", "stage2-lit")
+        text = r["name"] in ("random", "stage1", "one-stage", "stage1-lit", "stage2-lit", "stage1-clean")
+        for key in ("appearance_top1", "motion_top1"):
+            assert (r["metrics"][key] is not None) == probed, (r["name"], key)
+        for key in ("retrieval_t2v_r1", "zeroshot_top1"):
+            assert (r["metrics"][key] is not None) == text, (r["name"], key)
+            if text:
+                assert 0.0 <= r["metrics"][key] <= 100.0
+    # Every claim of the paper is measured as paired deltas over both seeds.
+    claims = {c["claim"]: c for c in results["claims"]}
+    assert len(claims) == 10
+    two = claims["Stage 2 beats stage 1 on motion (SSv2)"]
+    by = {(r["name"], r["seed"]): r["metrics"] for r in results["runs"]}
+    assert two["deltas"] == [round(by[("stage2", s)]["motion_top1"] - by[("stage1", s)]["motion_top1"], 4) for s in (3, 4)]
+    assert two["paper_delta"] == 8.2 and two["verdict"] == verdict(two["deltas"])
+    assert results["timing"]["wall_seconds"] > 0 and results["timing"]["peak_rss_mb"] > 0
     report = (out / "report.md").read_text()
-    for row in ("`random`", "`stage1`", "`stage2`", "`stage2-no-shuffle`", "| chance |"):
-        assert row in report
-    assert "`stage2-no-global`" not in report
+    assert "## The paper's claims" in report and "Fig. 7: SSv2 55.4 -> 63.6" in report and "+- " in report
     assert (out / "probes.png").stat().st_size > 0 and (out / "loss_curves.png").stat().st_size > 0
-    # Every evaluation left its metrics; stage-2 students are encoders (no retrieval for them).
-    for model in ("random", "stage1", "stage2", "stage2-no-shuffle"):
-        for task in ("probe-appearance", "probe-motion"):
-            m = json.loads((out / "eval" / model / task / "metrics.json").read_text())
-            assert 0.0 <= m["metrics"]["top1"] <= 100.0
-    assert (out / "eval" / "stage1" / "retrieval" / "metrics.json").exists()
-    assert not (out / "eval" / "stage2" / "retrieval").exists()
-    # Stage 2 trained from the stage-1 teacher and its losses moved.
-    rows = [json.loads(line) for line in (out / "runs" / "stage2" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["loss_local"] < rows[0]["loss_local"]
-    # A second run skips every finished step and only rewrites the report.
-    marker = out / "runs" / "stage1" / ".done.json"
-    before = marker.stat().st_mtime_ns
-    ckpt = (out / "runs" / "stage1" / "final" / "model.safetensors").stat().st_mtime_ns
-    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--ablations", "no-shuffle"]) == 0
-    assert marker.stat().st_mtime_ns == before
-    assert (out / "runs" / "stage1" / "final" / "model.safetensors").stat().st_mtime_ns == ckpt
-    # Other settings redo the steps in cleared folders: no stale runs or feature caches survive.
-    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--ablations", "none", "--steps2", "6"]) == 0
-    rows = [json.loads(line) for line in (out / "runs" / "stage2" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["step"] == 6
-    assert json.loads(marker.read_text())["settings"]["stage-2 steps"] == 6
-    assert not (out / "runs" / "stage2-no-shuffle").exists()
-    assert "`stage2-no-shuffle`" not in (out / "report.md").read_text()
+    # The LiT run's video encoder is the stage-2 student's, bit for bit.
+    import torch
+
+    import open_videoprism as ovp
+
+    lit, s2 = ovp.load(out / "seed-3" / "runs" / "stage2-lit"), ovp.load(out / "seed-3" / "runs" / "stage2")
+    assert all(torch.equal(v, s2.encoder.state_dict()[k]) for k, v in lit.encoder.state_dict().items())
+    # Stage 2 trained with the paper's proportions: 1.5x the stage-1 steps.
+    rows = [json.loads(x) for x in (out / "seed-3" / "runs" / "stage2" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == PRESETS["smoke"].steps2 == round(1.5 * PRESETS["smoke"].steps1)
+    # A rerun skips every finished step (checkpoints untouched) and only rewrites results and report.
+    ckpt = out / "seed-3" / "runs" / "stage1" / "final" / "model.safetensors"
+    before = ckpt.stat().st_mtime_ns
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--seed", "3", "--seeds", "2"]) == 0
+    assert ckpt.stat().st_mtime_ns == before
 
 
-def test_unknown_ablation_is_one_clear_error(tmp_path, capsys):
-    assert main(["reproduce", "--out", str(tmp_path / "x"), "--ablations", "no-shuffle,bogus"]) == 2
+def test_claims_are_paired_by_seed_and_judged_against_their_spread():
+    runs = [{"name": n, "seed": s, "metrics": {"motion_top1": m, "appearance_top1": None}}
+            for n, s, m in [("stage2", 0, 50.0), ("stage1", 0, 40.0), ("stage2", 1, 45.0), ("stage1", 1, 44.0)]]
+    c = {x["claim"]: x for x in measure_claims(runs, [0, 1])}["Stage 2 beats stage 1 on motion (SSv2)"]
+    assert c["deltas"] == [10.0, 1.0] and c["mean"] == 5.5 and c["std"] == pytest.approx(6.36, abs=0.01)
+    assert c["verdict"] == "within the spread"
+    assert verdict([4.0, 5.0, 6.0]) == "holds" and verdict([-4.0, -5.0]) == "reversed"
+    assert verdict([2.0]).startswith("holds (1 seed")
+
+
+def test_plan_orders_runs_after_what_they_start_from():
+    names = [r.name for r in plan(parse_ablations("all"))]
+    for r in plan(parse_ablations("all")):
+        assert all(names.index(d) < names.index(r.name) for d in r.depends_on())
+    assert "stage2-local-only" in names and "stage2-clean" in names
+    assert "stage2-clean" not in [r.name for r in plan([], ("mixed",))]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ablations", "no-shuffle,bogus"], "unknown bogus"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--regimes", "clean"], "'mixed' is required"),
+    (["--clips", "5"], "--clips must be at least 12"),
+])
+def test_bad_options_are_one_clear_error(tmp_path, capsys, args, message):
+    assert main(["reproduce", "--out", str(tmp_path / "x"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [err[0]] and "unknown bogus" in err[0]
+    assert err == [err[0]] and message in err[0]
     assert not (tmp_path / "x").exists()
-
-
-def test_overrides_after_options_reach_the_command(tmp_path):
-    from open_videoprism.cli.main import build_parser
-    from open_videoprism.cli.main import main as cli
-
-    # argparse alone would reject `steps=3` after an option; main() hands it to the overrides.
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["pretrain", "--out", "x", "a=1", "--data", "random", "steps=3"])
-    out = tmp_path / "run"
-    assert cli(["pretrain", "--config", "stage1-tiny", "--data", "random", "--out", str(out), "--no-progress",
-                "batch_size=4", "steps=2", "ckpt_every=2", "log_every=1"]) == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
-
-
-def test_unknown_option_still_fails(capsys):
-    with pytest.raises(SystemExit):
-        main(["pretrain", "--out", "x", "--bogus-flag"])
-    assert "unrecognized arguments: --bogus-flag" in capsys.readouterr().err

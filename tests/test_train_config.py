@@ -18,7 +18,7 @@ def test_recipes_load_and_stage1_tiny_inherits_base() -> None:
     tiny = load_config(CONFIGS / "stage1-tiny.yaml")
     base = load_config(CONFIGS / "tiny-synthetic.yaml")
     assert tiny.model.name == base.model.name == "videoprism_lvt_test_tiny"
-    assert tiny.steps == 2000 and tiny.schedule.warmup_steps == 30 and base.schedule.warmup_steps == 20  # the recipe overrides its base
+    assert tiny.steps == 1000 and tiny.schedule.warmup_steps == 100 and base.schedule.warmup_steps == 20  # the recipe overrides its base
     assert tiny.optim.lr == pytest.approx(5e-4) and isinstance(tiny.optim.lr, float)
     assert tiny.objective == {"name": "contrastive", "token_drop_ratio": 0.5, "temperature_init": 0.07, "max_logit_scale": 100.0}
     b16 = load_config(CONFIGS / "b16-stage1.yaml")

@@ -8,7 +8,7 @@
 """
 
 from open_videoprism.checkpoints import PUBLIC_CHECKPOINTS, convert, load, save_checkpoint
-from open_videoprism.errors import CheckpointError, ConfigError, DataError, UserError
+from open_videoprism.errors import CheckpointError, ConfigError, DataError, InputError, UserError, VideoPrismError
 from open_videoprism.models import (
     TextConfig,
     VideoOutput,
@@ -28,12 +28,14 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "InputError",
     "TextConfig",
     "Tokenizer",
     "UserError",
     "VideoOutput",
     "VideoPrism",
     "VideoPrismConfig",
+    "VideoPrismError",
     "VisionConfig",
     "canonicalize_text",
     "convert",

@@ -4,11 +4,13 @@ Everything the library writes for the user (checkpoints, features, manifests,
 videos, shards, reports, figures) goes through :func:`atomic_path`: the writer
 fills a temporary file in the destination folder, which is renamed onto the
 final path only once it is complete (``os.replace`` is atomic on POSIX and
-Windows within one file system), and removed on any error.
+Windows within one file system), and removed on any error. The file gets the
+mode a plain ``open()`` would give it (0666 minus the umask), not mkstemp's 0600.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -16,6 +18,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -29,6 +45,10 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    # mkstemp creates 0600; give the file the mode open() would (0666 minus the umask), so outputs
+    # are as readable by the group/others as any other file the user writes.
+    with contextlib.suppress(AttributeError, OSError):  # Windows has no fchmod
+        os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -15,7 +15,6 @@ Nothing here unpickles: ``np.load(allow_pickle=False)`` and safetensors only.
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,13 @@ import numpy as np
 import torch
 
 from open_videoprism.atomic import atomic_path
-from open_videoprism.errors import CheckpointError
+from open_videoprism.errors import CheckpointError, ConfigError
+from open_videoprism.integrity import (
+    check_config,
+    check_state,
+    expected_shapes,
+    read_npz,
+)
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
 from open_videoprism.models.registry import create_model
 from open_videoprism.models.videoprism import VideoPrism
@@ -196,21 +201,27 @@ def infer_config(shapes: Mapping[str, Iterable[int]], logit_cap: float = 50.0) -
     return VideoPrismConfig(vision=vision, auxiliary_layers=aux_layers, pooler_dim=pooler_dim, text=text)
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable .npz file ({exc})") from None
-
-
 def load_official(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str, torch.Tensor]]:
-    """Read an official ``.npz`` checkpoint: ``(inferred config, our state dict)``."""
-    arrays = _read_npz(Path(path))
+    """Read an official ``.npz`` checkpoint: ``(inferred config, our state dict)``.
+
+    Headers are checked before any array is read (:func:`open_videoprism.integrity.read_npz`).
+    """
+    arrays = read_npz(Path(path))
     if not any(k.startswith("params/") for k in arrays):
         raise CheckpointError(f"{path}: no 'params/...' keys; not an official VideoPrism .npz checkpoint")
-    cfg = infer_config({k: v.shape for k, v in arrays.items()})
-    return cfg, official_to_state_dict(arrays)
+    try:
+        cfg = infer_config({k: v.shape for k, v in arrays.items()})
+        # Shapes first, on the meta device: a wrong-shaped array fails here, naming itself.
+        official_to_state_dict({k: torch.empty(v.shape, device="meta") for k, v in arrays.items()})
+        state = official_to_state_dict(arrays)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: parameter shapes do not form a VideoPrism model ({exc}); the file is damaged or not an "
+            "official VideoPrism checkpoint"
+        ) from None
+    return cfg, state
 
 
 def save_checkpoint(
@@ -260,7 +271,13 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str
             f"{path}: safetensors file without open_videoprism metadata; convert it with "
             "`videoprism convert` (official .npz) or pass the Hugging Face model folder"
         )
-    return VideoPrismConfig.from_json(meta["config"]), tensors
+    try:
+        cfg = VideoPrismConfig.from_json(meta["config"])
+    except (ValueError, TypeError, AttributeError, RecursionError, ConfigError) as exc:
+        raise CheckpointError(
+            f"{path}: corrupt 'config' metadata ({type(exc).__name__}: {str(exc)[:120]}); re-export the checkpoint"
+        ) from None
+    return cfg, tensors
 
 
 def _public_name_error(name: str) -> CheckpointError:
@@ -272,8 +289,22 @@ def _public_name_error(name: str) -> CheckpointError:
     )
 
 
-def read_any(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str, torch.Tensor]]:
-    """Config and state dict from any supported source (see :func:`load`)."""
+def read_any(path: str | os.PathLike, strict: bool = False) -> tuple[VideoPrismConfig, dict[str, torch.Tensor]]:
+    """Config and state dict from any supported source (see :func:`load`), validated.
+
+    The config's values, every tensor's shape against it, dtypes and finiteness
+    are checked before anything is allocated for a model
+    (:mod:`open_videoprism.integrity`); ``strict`` also requires exactly the
+    config's parameter names.
+    """
+    cfg, state = _read_source(path)
+    held = sum(v.numel() for v in state.values())
+    check_config(cfg, path, max_params=held if strict else 4 * held + 1_000_000)
+    check_state(cfg, state, path, strict=strict)
+    return cfg, state
+
+
+def _read_source(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str, torch.Tensor]]:
     if isinstance(path, str) and path in PUBLIC_CHECKPOINTS:
         raise _public_name_error(path)
     p = Path(path)
@@ -311,29 +342,21 @@ def load(
 
     >>> model = load("flax_lvt_base_f16r288_repeated.npz", dtype=torch.bfloat16)
     """
-    cfg, state = read_any(path)
+    cfg, state = read_any(path, strict=strict)
     model = create_model(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if strict and (missing or unexpected):
-        raise CheckpointError(
-            f"{path}: parameters do not match the model config (missing: {sorted(missing)[:5]}, "
-            f"unexpected: {sorted(unexpected)[:5]})"
-        )
+    model.load_state_dict(state, strict=False)  # names and shapes already checked by read_any
     return model.to(dtype=dtype, device=device).eval()
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Path, VideoPrismConfig]:
     """Convert any supported checkpoint to our safetensors format."""
-    cfg, state = read_any(src)
-    create_model(cfg).load_state_dict(state, strict=True)  # validates before writing
+    cfg, state = read_any(src, strict=True)  # validates before writing
     return save_checkpoint(dst, state, cfg, {"source": Path(src).name}), cfg
 
 
 def state_shapes(config: VideoPrismConfig) -> dict[str, tuple[int, ...]]:
     """Parameter shapes of a config without allocating it (meta device)."""
-    with torch.device("meta"):
-        model = VideoPrism(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return expected_shapes(config, "model config")
 
 
 def describe(config: VideoPrismConfig) -> dict[str, Any]:

@@ -163,11 +163,23 @@ def config_from_hf(cfg: dict) -> VideoPrismConfig:
     )
 
 
+def _shard_names(index: Path) -> list[str]:
+    """The weight files an HF ``model.safetensors.index.json`` lists (plain names inside the folder)."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise CheckpointError(f"{index}: unreadable shard index ({type(exc).__name__}: {exc}); re-save the model") from None
+    if not names or not all(isinstance(n, str) and n and Path(n).name == n for n in names):
+        raise CheckpointError(f"{index}: 'weight_map' must map names to file names inside the folder")
+    return names
+
+
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from open_videoprism.checkpoints import read_safetensors
 
     index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    files = _shard_names(index) if index.exists() else ["model.safetensors"]
     state: dict[str, torch.Tensor] = {}
     for name in files:
         path = folder / name
@@ -176,7 +188,7 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
                 f"{path}: missing; an HF folder needs model.safetensors (pytorch_model.bin is not read: "
                 "this library never unpickles)"
             )
-        state.update(load_file(str(path)))
+        state.update(read_safetensors(path)[1])
     return state
 
 
@@ -185,12 +197,21 @@ def load_hf_folder(folder: str | Path) -> tuple[VideoPrismConfig, dict[str, torc
     folder = Path(folder)
     try:
         cfg = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{folder / 'config.json'}: unreadable ({exc})") from None
-    if not str(cfg.get("model_type", "")).startswith("videoprism"):
-        raise CheckpointError(f"{folder}: config.json has model_type {cfg.get('model_type')!r}, not a VideoPrism model")
-    state = hf_to_state_dict(_read_weights(folder))
-    config = config_from_hf(cfg)
+    if not isinstance(cfg, dict) or not str(cfg.get("model_type", "")).startswith("videoprism"):
+        got = cfg.get("model_type") if isinstance(cfg, dict) else type(cfg).__name__
+        raise CheckpointError(f"{folder}: config.json has model_type {got!r}, not a VideoPrism model")
+    try:
+        config = config_from_hf(cfg)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError) as exc:
+        raise CheckpointError(
+            f"{folder / 'config.json'}: malformed VideoPrism config ({type(exc).__name__}: {exc}); re-save the model"
+        ) from None
+    try:
+        state = hf_to_state_dict(_read_weights(folder))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"{folder}: weights do not form a VideoPrism model ({exc})") from None
     if "VideoPrismForVideoClassification" in (cfg.get("architectures") or []):
         state = {k: v for k, v in state.items() if k.startswith("encoder.")}
     return config, state

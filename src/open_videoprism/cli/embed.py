@@ -60,9 +60,25 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: --out must end in .npz or .safetensors")
     if args.text and not args.tokenizer:
         raise UserError("--text needs --tokenizer (a SentencePiece .model file)")
+    for flag, value in (("--frames", args.frames), ("--size", args.size)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be a positive integer, got {value}")
+    if out.is_dir():
+        raise UserError(f"{out}: --out is a folder; give a file name ending in .npz or .safetensors")
     model = load(args.checkpoint, dtype=_DTYPES[args.dtype])
     if args.text and model.text is None:
         raise UserError(f"{args.checkpoint}: this checkpoint has no text encoder; --text needs a video-text (LvT) model")
+    tokenizer = None
+    if args.text:
+        from open_videoprism.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(args.tokenizer)
+        assert model.text is not None  # checked above
+        if tokenizer.vocab_size > model.text.cfg.vocab_size:
+            raise UserError(
+                f"{args.tokenizer}: {tokenizer.vocab_size} pieces but {args.checkpoint} has a text vocabulary of "
+                f"{model.text.cfg.vocab_size}; use the tokenizer the model was trained with (c4_en for released models)"
+            )
     frames = args.frames or model.cfg.vision.num_frames
     size = args.size or model.cfg.vision.image_size
     if size % model.cfg.vision.patch_size:
@@ -78,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                     results.setdefault(k, []).append(v[0].float().numpy())
         arrays = {k: np.stack(v) for k, v in results.items()}
         if args.text:
-            text = model.encode_text(args.text, tokenizer=args.tokenizer).float()
+            text = model.encode_text(args.text, tokenizer=tokenizer).float()
             arrays["text_embedding"] = text.numpy()
             sims = torch.from_numpy(arrays["embedding"]) @ text.T
             arrays["scores"] = torch.softmax(sims / 0.01, dim=-1).numpy()

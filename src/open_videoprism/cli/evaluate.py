@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from open_videoprism.errors import UserError
+from open_videoprism.runlock import run_lock
 
 _TASK_HELP = {
     "probe": "attentive (MAP) probe on frozen tokens, VideoGLUE recipe: top-1/top-5",
@@ -112,8 +113,8 @@ def _setup(args: argparse.Namespace):
 def _feature_config(args: argparse.Namespace, store_tokens: bool = True):
     from open_videoprism.eval.features import FeatureConfig
 
-    for name in ("num_clips", "batch_size", "shard_size"):
-        if getattr(args, name) < 1:
+    for name in ("num_clips", "batch_size", "shard_size", "frames", "image_size", "stride"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     return FeatureConfig(
         num_frames=args.frames, image_size=args.image_size, num_clips=args.num_clips, frame_stride=args.stride,
@@ -129,10 +130,11 @@ def run_features(args: argparse.Namespace) -> int:
     if not Path(args.manifest).is_file():
         raise UserError(f"{args.manifest}: manifest not found")
     model = _setup(args)
-    out = extract_features(
-        model, args.manifest, args.out, _feature_config(args, store_tokens=not args.no_tokens),
-        checkpoint=args.checkpoint, overwrite=args.overwrite,
-    )
+    with run_lock(args.out):  # one writer per output folder
+        out = extract_features(
+            model, args.manifest, args.out, _feature_config(args, store_tokens=not args.no_tokens),
+            checkpoint=args.checkpoint, overwrite=args.overwrite,
+        )
     fs = load_features(out)
     shapes = {k: list(v.shape) for k, v in (("mean_tokens", fs.mean_tokens), ("embedding", fs.embedding), ("tokens", fs.tokens)) if v is not None}
     print(f"wrote {out}: {len(fs)} videos, " + ", ".join(f"{k} {v}" for k, v in shapes.items()))
@@ -154,7 +156,8 @@ def run_eval(args: argparse.Namespace) -> int:
         snippets=args.snippets, epochs=args.epochs, lr=args.lr, seed=args.seed, plots=not args.no_plots,
         templates=tuple(args.template) if args.template else None,
     )
-    result = run_task(args.task, model, settings)
+    with run_lock(args.out):  # one writer per output folder
+        result = run_task(args.task, model, settings)
     shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in result["metrics"].items()}
     print(json.dumps({"task": args.task, "metrics": shown, "chance": {k: round(v, 2) for k, v in result["chance"].items()}}))
     print(f"wrote {Path(args.out) / 'metrics.json'} and metrics.md")

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from open_videoprism.errors import UserError
+from open_videoprism.errors import VideoPrismError
 
 # Order here is the order in `videoprism --help`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(message: str) -> int:
+    """Print one ``error:`` line (newlines folded, so a message can never look like a traceback)."""
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -70,9 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except VideoPrismError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        # The environment refused a file operation (unwritable --out, a full disk, a folder where a
+        # file was expected): a user error, named with its path. OSErrors without a path stay bugs.
+        if exc.filename is None:
+            raise
+        return _fail(f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -125,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
     if data not in (None, "random") and not Path(data).exists() and not any(c in str(data) for c in "{*"):
         raise UserError(f"{data}: no such manifest, shard or folder (generate one with `videoprism synth DIR`)")
 
+    from open_videoprism.runlock import acquire as acquire_run_lock
+    from open_videoprism.runlock import release as release_run_lock
+
     info = init_distributed(cfg.device)
+    lock = None
     try:
         objective = build_objective(cfg, teacher=args.teacher)
         model = cast(Any, unwrap(objective)).export_model()
@@ -152,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
             collate_fn=getattr(unwrap(objective), "collate_fn", None),
         )
         out = Path(args.out)
+        if info.is_main:  # held until exit: a second run into --out fails here, before writing anything
+            lock = acquire_run_lock(out)
         if info.is_main and data is not None:
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / "data_source.json", {"data": str(data), "tokenizer": str(tok_path) if tokenizer else None})
@@ -175,5 +181,7 @@ def run(args: argparse.Namespace) -> int:
                 f"(chance {metrics['chance_R@1']:.1f}%); video->text R@1 {metrics['v2t_R@1']:.1f}%"
             )
     finally:
+        if lock is not None:
+            release_run_lock(lock)
         cleanup()
     return 0

@@ -26,6 +26,7 @@ class VideoDataConfig:
     num_classes: int | None = None  # needed only for multi-label (list) labels -> multi-hot
     decode_threads: int = 0       # PyAV decoder threads per sample (0: auto, threaded from 256x256 frames up)
     shuffle_buffer: int = 256     # WebDataset sources: samples in the shuffling buffer
+    decode_cache_mb: int = 0      # keep up to this many MB of decoded videos in memory (small corpora; 0: off)
 
     def __post_init__(self) -> None:
         if self.sampling not in ("random", "uniform", "multiclip"):
@@ -35,6 +36,8 @@ class VideoDataConfig:
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ConfigError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        if self.decode_cache_mb < 0:
+            raise ConfigError(f"decode_cache_mb must be >= 0, got {self.decode_cache_mb}")
         if not 0 <= self.max_failure_ratio <= 1:
             raise ConfigError(f"max_failure_ratio must be in [0, 1], got {self.max_failure_ratio}")
         self.crop_scale = (float(lo), float(hi))

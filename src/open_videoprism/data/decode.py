@@ -103,27 +103,9 @@ class VideoReader:
         self.height, self.width = self._image.shape[1:3]
 
     def _open_video(self, threads: int) -> None:
-        import av
-
-        try:
-            src = io.BytesIO(self._data) if self._data is not None else str(self.path)
-            self._container = av.open(src, metadata_errors="ignore")
-        except (av.FFmpegError, ValueError) as exc:
-            raise DecodeError(self.path, _classify_av_error(exc), str(exc)) from None
-        if not self._container.streams.video:
-            self._container.close()
-            raise DecodeError(self.path, "no_video_stream", "the file has no video stream")
-        stream = self._container.streams.video[0]
-        cc = stream.codec_context
-        if threads == 1 or (threads == 0 and cc.width * cc.height < _THREADS_MIN_PIXELS):
-            # Small frames: thread start-up costs more than it saves.
-            cc.thread_count = 1
-        else:
-            # "AUTO" lets FFmpeg choose frame or slice threads per codec.
-            stream.thread_type = "AUTO"
-            if threads:
-                cc.thread_count = threads
-        self._stream = stream
+        self._threads = threads
+        self._open_container()
+        stream = self._stream
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate:
             self.close()
@@ -144,12 +126,50 @@ class VideoReader:
         if n <= 0:
             # Neither the header nor the duration tells: count by demuxing.
             n = sum(1 for p in self._container.demux(stream) if p.size)
-            self._container.seek(0)
-            self._read_before = True
+            self._rewind()
+            self._read_before = False
         self.num_frames = int(n)
         if self.num_frames <= 0:
             self.close()
             raise DecodeError(self.path, "corrupt", "the video stream has no frames")
+
+    def _open_container(self) -> None:
+        import av
+
+        try:
+            src = io.BytesIO(self._data) if self._data is not None else str(self.path)
+            self._container = av.open(src, metadata_errors="ignore")
+        except (av.FFmpegError, ValueError) as exc:
+            raise DecodeError(self.path, _classify_av_error(exc), str(exc)) from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise DecodeError(self.path, "no_video_stream", "the file has no video stream")
+        stream = self._container.streams.video[0]
+        cc = stream.codec_context
+        if cc is None:  # a damaged header naming no codec FFmpeg knows
+            self._container.close()
+            raise DecodeError(self.path, "corrupt", "no decoder for the video stream")
+        threads = self._threads
+        if threads == 1 or (threads == 0 and cc.width * cc.height < _THREADS_MIN_PIXELS):
+            # Small frames: thread start-up costs more than it saves.
+            cc.thread_count = 1
+        else:
+            # "AUTO" lets FFmpeg choose frame or slice threads per codec.
+            stream.thread_type = "AUTO"
+            if threads:
+                cc.thread_count = threads
+        self._stream = stream
+
+    def _rewind(self) -> None:
+        """Back to the first frame: seek, or reopen where the input cannot seek (a raw .h264 stream)."""
+        import av
+
+        assert self._container is not None
+        try:
+            self._container.seek(0)
+        except av.FFmpegError:
+            self._container.close()
+            self._open_container()
 
     # -- reading ---------------------------------------------------------
     @property
@@ -211,9 +231,13 @@ class VideoReader:
             if seek:
                 # Lands on the key frame at or before the target time.
                 target = int(first / self.fps / self._time_base) + self._start_pts
-                self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+                try:
+                    self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+                except av.FFmpegError:  # not seekable (raw streams): decode from the start
+                    self._read_before = True
+                    return self._decode_range(first, last, wanted, allow_seek=False)
             elif self._read_before:
-                self._container.seek(0)
+                self._rewind()
             self._read_before = True
             counter = -1
             for frame in self._container.decode(self._stream):

@@ -78,7 +78,7 @@ class _BatchBuilder(Dataset):
         self.world_size = world_size
         self.tokenizer = tokenizer
         self.collate_fn = collate_fn
-        self.sampler = ClipSampler(cfg, training)
+        self.sampler = ClipSampler(cfg, training, require_caption=tokenizer is not None)
         n = len(manifest)
         if training:
             self.per_rank = n // world_size

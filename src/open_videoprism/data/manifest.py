@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,13 +41,28 @@ class ManifestEntry:
         return self.fields.get(name)
 
 
+def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path`` (``..`` and symlinks resolved) lies under the folder ``root``.
+
+    Tools that copy or publish what a manifest points to (``videoprism shards``) use it to
+    refuse, by default, files outside the manifest's folder.
+    """
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, ValueError, RuntimeError):  # unresolvable (a symlink loop, a NUL byte)
+        return False
+
+
 def _parse_float(value: Any, where: str, name: str) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        out = float(value)
     except (TypeError, ValueError):
-        raise DataError(f"{where}: field {name!r} must be a number of seconds, got {value!r}") from None
+        raise DataError(f"{where}: field {name!r} must be a number of seconds, got {value!r:.80}") from None
+    if not math.isfinite(out) or out < 0:
+        raise DataError(f"{where}: field {name!r} must be a finite, non-negative number of seconds, got {value!r:.80}")
+    return out
 
 
 def _parse_label(value: Any, where: str, name: str) -> int | list[int] | None:
@@ -57,7 +73,9 @@ def _parse_label(value: Any, where: str, name: str) -> int | list[int] | None:
     if isinstance(value, int):
         return value
     if isinstance(value, list):
-        return [int(_parse_label(v, where, name)) for v in value]  # type: ignore[arg-type]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise DataError(f"{where}: field {name!r} must be a list of integer class indices, got {value!r:.80}")
+        return list(value)
     if isinstance(value, str):
         parts = value.split("|")
         try:
@@ -80,9 +98,18 @@ def _entry(row: dict[str, Any], root: Path, where: str, label_fields: tuple[str,
     captions: list[str] = []
     if row.get("captions"):
         caps = row["captions"]
-        captions = caps.split("|") if isinstance(caps, str) else [str(c) for c in caps]
-    if row.get("caption") and row["caption"] not in captions:
-        captions.insert(0, str(row["caption"]))
+        if isinstance(caps, str):
+            captions = caps.split("|")
+        elif isinstance(caps, list) and all(isinstance(c, str) for c in caps):
+            captions = list(caps)
+        else:
+            raise DataError(f"{where}: field 'captions' must be a list of strings (or '|'-separated text), got {caps!r:.80}")
+    cap = row.get("caption")
+    if cap not in (None, "") and not isinstance(cap, str):
+        raise DataError(f"{where}: field 'caption' must be a string, got {cap!r:.80}")
+    if cap and cap not in captions:
+        captions.insert(0, cap)
+    captions = [c for c in captions if c.strip()]  # a blank caption is no caption
     fields = {k: v for k, v in row.items() if k not in _KNOWN[:3] and k not in ("start", "end")}
     for name in {"label", *label_fields}:
         if name in row:
@@ -92,6 +119,44 @@ def _entry(row: dict[str, Any], root: Path, where: str, label_fields: tuple[str,
         start=_parse_float(row.get("start"), where, "start"), end=_parse_float(row.get("end"), where, "end"),
         fields=fields,
     )
+
+
+def _csv_rows(f: Any, path: Path, delimiter: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(file:line, row)`` of a CSV manifest, refusing anything malformed.
+
+    Strict parsing, and one row per line: a quoted field with a line break is
+    almost always an unbalanced quote that would swallow the rest of the file
+    into one caption, so it is an error naming the line where the row starts.
+    """
+    reader = csv.reader(f, delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path}: empty CSV; the first line must be a header with a 'path' column") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}:1: malformed CSV header ({exc})") from None
+    header = [h.strip() for h in header]
+    if "path" not in header:
+        raise DataError(f"{path}: the CSV header must have a 'path' column (got {header})")
+    while True:
+        start = reader.line_num + 1
+        where = f"{path}:{start}"
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DataError(f"{where}: malformed CSV ({exc}); check the quotes on this line") from None
+        if reader.line_num != start:
+            raise DataError(
+                f"{where}: a quoted field runs over {reader.line_num - start + 1} lines (an unbalanced quote?); "
+                "every sample must be one line: close the quote, or double it (\"\") inside a quoted field"
+            )
+        if not values or all(not v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            raise DataError(f"{where}: {len(values)} fields but the header has {len(header)}; quote fields holding {delimiter!r}")
+        yield where, dict(zip(header, values))
 
 
 class Manifest:
@@ -110,6 +175,15 @@ class Manifest:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: manifest not found; pass a .jsonl or .csv file listing the videos")
+        try:
+            return cls._read(path, label_fields)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); a manifest is a UTF-8 .jsonl or .csv file") from None
+        except RecursionError:
+            raise DataError(f"{path}: JSON nested too deeply; each line must be one flat JSON object") from None
+
+    @classmethod
+    def _read(cls, path: Path, label_fields: tuple[str, ...]) -> Manifest:
         root = path.resolve().parent
         suffix = path.suffix.lower()
         entries: list[ManifestEntry] = []
@@ -129,11 +203,8 @@ class Manifest:
                     entries.append(_entry(row, root, where, label_fields))
         elif suffix in (".csv", ".tsv"):
             with open(path, encoding="utf-8", newline="") as f:
-                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-                if not reader.fieldnames or "path" not in reader.fieldnames:
-                    raise DataError(f"{path}: the CSV header must have a 'path' column (got {reader.fieldnames})")
-                for lineno, row in enumerate(reader, 2):
-                    entries.append(_entry(dict(row), root, f"{path}:{lineno}", label_fields))
+                for where, row in _csv_rows(f, path, "\t" if suffix == ".tsv" else ","):
+                    entries.append(_entry(row, root, where, label_fields))
         else:
             raise DataError(f"{path}: unknown manifest type {suffix!r}; use .jsonl or .csv")
         if not entries:

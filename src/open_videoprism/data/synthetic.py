@@ -19,6 +19,23 @@ over ``[T, H, W]``; videos are h264/yuv420p mp4 written with PyAV.
 
 A long-video split concatenates several actions of one object, with still
 gaps between them, and records their time segments for localization.
+
+**Pretraining text** comes in two regimes (:class:`CaptionConfig`), after the
+paper's corpus (Sec. 2.1, Table 1: 36M clips with high-quality captions, 582M
+with noisy text from ASR, metadata, mined image captions or VLMs):
+
+- ``mixed`` (default): a small clean part whose captions state appearance and
+  motion, and a large noisy part written like web/ASR text -- it names the
+  object, its colour and the scene among irrelevant words, and states the
+  motion rarely and sometimes wrongly. Stage 1 learns motion mostly from the
+  videos' few clean captions; stage 2, which reads no text, can learn it from
+  all videos (the premise of the paper's second stage).
+- ``clean``: every clip has a clean caption, so the text supervises the motion
+  task fully and stage 2 has little left to teach.
+
+``pretrain.jsonl`` holds the configured regime, ``pretrain_clean.jsonl`` the
+clean captions of the same videos. Probe and test labels and captions are
+always clean.
 """
 
 from __future__ import annotations
@@ -98,6 +115,38 @@ class SynthConfig:
             raise ValueError(f"size must be even and >= 16, got {self.size}")
         if self.num_frames < 2:
             raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
+
+
+CAPTION_REGIMES: tuple[str, ...] = ("mixed", "clean")
+
+
+@dataclass
+class CaptionConfig:
+    """Which pretraining clips get a clean caption and how noisy the rest of the text is.
+
+    The defaults follow the paper's corpus (Table 1): ``clean_fraction`` 36.1M manually
+    captioned clips of 618M in all (0.058). Of the 582M noisy clips, 78.5M (13.5%) have
+    VLM/LLM captions that can describe an action, the rest ASR, titles or mined image
+    captions that describe speech, objects and scenes; so about one noisy text in ten
+    says what moves how (``noisy_motion_rate``). ASR and titles describe what is said or
+    meant rather than seen, and mined captions come from a similar image, so we take a
+    third of those statements to be wrong (``noisy_wrong_rate``): an assumption, not a
+    figure of the paper. Counts are exact: ``round(fraction * n)`` clips, chosen by a
+    seeded permutation.
+    """
+
+    regime: str = "mixed"
+    clean_fraction: float = 0.06
+    noisy_motion_rate: float = 0.1
+    noisy_wrong_rate: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.regime not in CAPTION_REGIMES:
+            raise ValueError(f"caption regime must be one of {', '.join(CAPTION_REGIMES)}, got {self.regime!r}")
+        for name in ("clean_fraction", "noisy_motion_rate", "noisy_wrong_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
 
 
 @dataclass
@@ -318,6 +367,77 @@ def captions_for(spec: ClipSpec) -> list[str]:
     ]
 
 
+# Words of ASR transcripts and video titles that say nothing about the clip. None of them is
+# a motion word, so a noisy text states a motion only where one is put in on purpose.
+FILLERS: tuple[str, ...] = (
+    "so", "um", "okay", "you know", "like and subscribe", "check this out", "today we have", "really nice",
+    "my favorite", "part 2", "hd", "wow", "look at this", "haha", "new video", "thanks for watching",
+    "episode 4", "clip", "lol", "i think", "this one is", "over here", "guys",
+)
+MOTION_WORDS: tuple[str, ...] = (
+    "slide", "slides", "rotate", "rotates", "clockwise", "counterclockwise", "closer", "away", "pans", "camera",
+    "enters", "leaves", "moving", "left", "right", "up", "down", "slowly", "quickly", "stops", "stays",
+)
+
+
+def noisy_text(spec: ClipSpec, rng: np.random.Generator, motion: str | None) -> str:
+    """Web/ASR-like text for ``spec``: the object and maybe the scene among filler words,
+    plus ``motion`` (a :data:`MOTIONS` name, right or wrong) when given."""
+    roll = rng.random()
+    if roll < 0.7:
+        obj = f"{spec.colour} {spec.shape}"
+    elif roll < 0.85:
+        obj = f"something {spec.colour}"
+    else:
+        obj = f"a {spec.shape}"
+    pieces = [obj]
+    if rng.random() < 0.5:
+        pieces.append(f"{spec.texture} {('background', 'wallpaper', 'paper')[rng.integers(3)]}")
+    if motion is not None:
+        pieces.append(_motion_phrase(ClipSpec(**{**spec.__dict__, "motion": motion})))
+    fillers = [FILLERS[i] for i in rng.choice(len(FILLERS), size=int(rng.integers(2, 5)), replace=False)]
+    if rng.random() < 0.3:  # a title with tags
+        return " | ".join([fillers[0], *pieces, *fillers[1:2]])
+    words = pieces + fillers
+    order = rng.permutation(len(words))
+    return " ".join(words[i] for i in order)
+
+
+def assign_texts(records: list[dict[str, Any]], seed: int, cfg: CaptionConfig) -> list[dict[str, Any]]:
+    """Pretraining records with their text in ``cfg.regime`` (clean records are returned as they are).
+
+    Each record gets ``text``: ``{"source": "clean" | "noisy", "motion": "stated" | "wrong" | "none"}``,
+    so the regime can be checked by counting.
+    """
+    if cfg.regime == "clean":
+        return [{**r, "text": {"source": "clean", "motion": "stated"}} for r in records]
+    n = len(records)
+    rng = _rng(seed, "text", n)
+    order = rng.permutation(n)
+    n_clean = int(round(cfg.clean_fraction * n))
+    noisy = order[n_clean:]
+    n_mention = int(round(cfg.noisy_motion_rate * len(noisy)))
+    n_wrong = int(round(cfg.noisy_wrong_rate * n_mention))
+    mention = {int(i): ("wrong" if k < n_wrong else "stated") for k, i in enumerate(noisy[:n_mention])}
+    out = [dict(r) for r in records]
+    for i in noisy.tolist():
+        r = out[i]
+        spec_rng = _rng(seed, "noisy", r["path"])
+        spec = sample_spec(_rng(seed, r["split"], int(Path(r["path"]).stem)))  # the clip's own factors
+        kind = mention.get(i, "none")
+        motion = None
+        if kind == "stated":
+            motion = spec.motion
+        elif kind == "wrong":
+            others = [m[0] for m in MOTIONS if m[0] != spec.motion]
+            motion = others[int(spec_rng.integers(len(others)))]
+        text = noisy_text(spec, spec_rng, motion)
+        r.update(caption=text, captions=[text], text={"source": "noisy", "motion": kind})
+    for i in order[:n_clean].tolist():
+        out[i]["text"] = {"source": "clean", "motion": "stated"}
+    return out
+
+
 def qa_for(spec: ClipSpec) -> list[dict[str, str]]:
     """Question/answer pairs derived from the factors."""
     answer = dict((m[0], m[2]) for m in MOTIONS)[spec.motion]
@@ -391,8 +511,12 @@ def render_long(seed: int, index: int, cfg: SynthConfig) -> tuple[np.ndarray, di
 
 
 # -- generation ---------------------------------------------------------------
-def split_sizes(total: int) -> dict[str, int]:
-    """Clips per split for a total (pretrain 1/2, probe_train 1/4, test 1/4, each >= 1)."""
+def split_sizes(total: int, pretrain: int | None = None) -> dict[str, int]:
+    """Clips per split: pretrain 1/2, probe_train 1/4, test 1/4 of ``total`` (each >= 1);
+    with ``pretrain`` given, that many pretraining clips and ``total`` split evenly between
+    probe_train and test."""
+    if pretrain is not None:
+        return {"pretrain": max(1, pretrain), "probe_train": max(1, total // 2), "test": max(1, total - total // 2)}
     sizes = {s: max(1, int(round(total * f))) for s, f in SPLIT_FRACTIONS.items()}
     sizes["pretrain"] = max(1, total - sizes["probe_train"] - sizes["test"])
     return sizes
@@ -470,23 +594,29 @@ def generate(
     cfg: SynthConfig | None = None,
     workers: int = 1,
     overwrite: bool = False,
-    vocab_size: int = 200,
+    vocab_size: int = 320,
     progress: bool = True,
+    captions: CaptionConfig | None = None,
+    pretrain_clips: int | None = None,
 ) -> dict[str, Any]:
     """Write the benchmark into ``out_dir``; returns a summary (counts per split, paths).
 
-    Layout: ``videos/<split>/NNNNNN.mp4``, ``pretrain.jsonl``, ``probe_train.jsonl``,
-    ``test.jsonl``, ``long.jsonl``, ``qa.jsonl``, ``classes.json``, ``tokenizer.model``,
-    ``synth.json`` (the generation settings). Paths in manifests are relative to
+    Layout: ``videos/<split>/NNNNNN.mp4``, ``pretrain.jsonl`` (text in the ``captions``
+    regime), ``pretrain_clean.jsonl`` (the same videos with clean captions),
+    ``probe_train.jsonl`` (split 80/20 into ``probe_fit.jsonl`` and ``probe_val.jsonl`` for
+    choosing evaluation settings without the test set), ``test.jsonl``, ``long.jsonl``,
+    ``qa.jsonl``, ``classes.json``, ``tokenizer.model``, ``synth.json`` (the generation settings). Paths in manifests are relative to
     ``out_dir``. Re-running with the same settings keeps the videos already written.
     """
     from open_videoprism.progress import progress_bar
 
     cfg = cfg or SynthConfig()
+    captions = captions or CaptionConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"clips": clips, "seed": seed, "long_videos": long_videos, "config": {
-        k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()}}
+        k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},
+        "captions": dict(captions.__dict__), "vocab_size": vocab_size, "pretrain_clips": pretrain_clips}
     prev = out / "synth.json"
     if prev.is_file() and not overwrite:
         old = json.loads(prev.read_text())
@@ -494,7 +624,7 @@ def generate(
             # Different settings would mix videos of two configurations.
             overwrite = True
     write_json(prev, settings)
-    sizes = split_sizes(clips)
+    sizes = split_sizes(clips, pretrain_clips)
     n_long = max(2, clips // 25) if long_videos is None else long_videos
     jobs = [_Job(str(out), seed, s, i, cfg, overwrite) for s in SPLITS for i in range(sizes[s])]
     jobs += [_Job(str(out), seed, LONG_SPLIT, i, cfg, overwrite) for i in range(n_long)]
@@ -520,7 +650,14 @@ def generate(
     by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in (*SPLITS, LONG_SPLIT)}
     for r in records:
         by_split[r["split"]].append(r)
+    clean_pretrain = by_split["pretrain"]
+    by_split["pretrain"] = assign_texts(clean_pretrain, seed, captions)
     manifests = {s: str(write_jsonl(out / f"{s}.jsonl", rs)) for s, rs in by_split.items()}
+    manifests["pretrain_clean"] = str(write_jsonl(out / "pretrain_clean.jsonl", clean_pretrain))
+    probe = by_split["probe_train"]
+    val = set(_rng(seed, "probe_val").permutation(len(probe))[: max(1, len(probe) // 5)].tolist())
+    manifests["probe_fit"] = str(write_jsonl(out / "probe_fit.jsonl", [r for i, r in enumerate(probe) if i not in val]))
+    manifests["probe_val"] = str(write_jsonl(out / "probe_val.jsonl", [r for i, r in enumerate(probe) if i in val]))
     qa = [{"path": r["path"], "split": r["split"], **q} for s in SPLITS for r in by_split[s] for q in r["qa"]]
     write_jsonl(out / "qa.jsonl", qa)
     write_json(out / "classes.json", {
@@ -528,8 +665,9 @@ def generate(
         "shape": list(SHAPES), "colour": list(COLOURS), "texture": list(TEXTURES),
         "prompts": {"label": "a video of a {}.", "motion_label": "a video of an object that {}."},
     })
-    captions = [c for r in by_split["pretrain"] for c in r["captions"]]
-    captions += [f"{q['question']} {q['answer']}" for r in by_split["pretrain"] for q in r["qa"]]
-    tok = train_tokenizer(captions, out / "tokenizer.model", vocab_size=vocab_size)
+    # One vocabulary for both regimes, the test captions' phrasing and the QA pairs.
+    texts = [c for r in by_split["pretrain"] + clean_pretrain for c in r["captions"]]
+    texts += [f"{q['question']} {q['answer']}" for r in clean_pretrain for q in r["qa"]]
+    tok = train_tokenizer(texts, out / "tokenizer.model", vocab_size=vocab_size)
     return {"out": str(out), "sizes": {s: len(rs) for s, rs in by_split.items()},
             "manifests": manifests, "tokenizer": str(tok)}

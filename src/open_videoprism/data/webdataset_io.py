@@ -36,7 +36,7 @@ from open_videoprism.atomic import atomic_path
 from open_videoprism.data.config import VideoDataConfig
 from open_videoprism.data.dataset import ClipSampler, collate, sample_rng
 from open_videoprism.data.decode import DecodeError
-from open_videoprism.data.manifest import Manifest, ManifestEntry
+from open_videoprism.data.manifest import Manifest, ManifestEntry, is_inside
 from open_videoprism.data.robust import Skip, SkipTracker
 from open_videoprism.errors import DataError
 
@@ -74,23 +74,31 @@ def expand_shards(source: str) -> list[str]:
 
 
 # -- writing -------------------------------------------------------------------
+OUTSIDE = "outside_manifest_folder"
+
+
 def write_shards(
     manifest: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     samples_per_shard: int = 256,
     progress: bool = True,
+    allow_outside: bool = False,
 ) -> dict[str, Any]:
     """Pack the samples of ``manifest`` into shards; returns ``{"shards", "samples", "skipped"}``.
 
     Sample ``i`` goes to shard ``i // samples_per_shard``; each shard is written
     to a temporary file and renamed, so an interrupted run leaves only complete
     shards and re-running skips them. Missing or empty files are skipped and
-    reported (the shard keeps the rest).
+    reported (the shard keeps the rest). So are files outside the manifest's
+    folder (after resolving ``..`` and symlinks), unless ``allow_outside``: a
+    manifest from elsewhere must not be able to pack arbitrary files into shards
+    that get shared.
     """
     from open_videoprism.progress import progress_bar
 
     m = Manifest.read(manifest)
+    root = Path(manifest).resolve().parent
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_shards = (len(m) + samples_per_shard - 1) // samples_per_shard
@@ -105,6 +113,9 @@ def write_shards(
             for i in range(lo, hi):
                 e = m[i]
                 src = Path(e.path)
+                if not allow_outside and not is_inside(src, root):
+                    skipped.append({"path": e.path, "reason": OUTSIDE})
+                    continue
                 if not src.is_file() or src.stat().st_size == 0:
                     skipped.append({"path": e.path, "reason": "missing" if not src.exists() else "empty"})
                     continue
@@ -116,6 +127,10 @@ def write_shards(
         written += 1
     for sk in skipped:
         log.warning("not packed %s: %s", sk["path"], sk["reason"])
+    outside = sum(sk["reason"] == OUTSIDE for sk in skipped)
+    if outside:
+        log.warning("%d entries of %s point outside its folder %s and were not packed; pass "
+                    "--allow-outside (allow_outside=True) if that is intended", outside, manifest, root)
     return {"shards": n_shards, "written": written, "samples": len(m) - len(skipped), "skipped": skipped,
             "pattern": str(out / f"shard-{{{0:06d}..{max(0, n_shards - 1):06d}}}.tar")}
 
@@ -155,6 +170,20 @@ def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield current, parts
 
 
+def shard_entry(name: str, meta: Any) -> tuple[ManifestEntry, int]:
+    """The entry and manifest index a sample's ``.json`` describes; DataError/TypeError/ValueError if malformed."""
+    if not isinstance(meta, dict):
+        raise DataError(f"{name}: the .json member must be an object")
+    index = int(meta.get("index", -1))
+    caps = meta.get("captions") or []
+    if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+        raise DataError(f"{name}: 'captions' must be a list of strings")
+    times = [meta.get(k) for k in ("start", "end")]
+    start, end = (None if t is None else float(t) for t in times)
+    return ManifestEntry(path=name, captions=[c for c in caps if c.strip()], start=start, end=end,
+                         fields=dict(meta)), index
+
+
 class _ShardStream(IterableDataset):
     """Yields whole batches (with a ``_meta`` entry) from this worker's shards."""
 
@@ -172,7 +201,7 @@ class _ShardStream(IterableDataset):
         self.collate_fn = collate_fn
         self.positions = positions
         self.first_worker = 0   # logical id of DataLoader worker 0 (restores the interleaving on resume)
-        self.sampler = ClipSampler(cfg, training)
+        self.sampler = ClipSampler(cfg, training, require_caption=tokenizer is not None)
 
     def worker_shards(self, epoch: int, worker: int, num_workers: int) -> list[str]:
         order = list(self.shards)
@@ -205,13 +234,14 @@ class _ShardStream(IterableDataset):
         name = f"{key}.{media[0]}" if media else key
         try:
             meta = json.loads(meta_bytes) if meta_bytes else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return None, Skip(name, "bad_metadata", "the .json member is not JSON")
         if not media:
             return None, Skip(name, "missing", "no media member for this key")
-        index = int(meta.get("index", -1))
-        entry = ManifestEntry(path=name, captions=list(meta.get("captions") or []), start=meta.get("start"),
-                              end=meta.get("end"), fields={k: v for k, v in meta.items()})
+        try:
+            entry, index = shard_entry(name, meta)
+        except (DataError, TypeError, ValueError, OverflowError) as exc:
+            return None, Skip(name, "bad_metadata", str(exc)[:200])
         rng = sample_rng(self.seed, epoch, index if index >= 0 else abs(hash(key)) % (2**31))
         try:
             s = self.sampler.load(entry, rng, data=parts[media[0]])

@@ -153,18 +153,33 @@ def _class_names(settings: EvalSettings, field_name: str) -> list[str] | None:
     path = Path(settings.data_dir) / "classes.json"
     if not path.is_file():
         return None
-    names = json.loads(path.read_text()).get(field_name)
+    try:
+        doc = json.loads(path.read_text())
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    names = doc.get(field_name) if isinstance(doc, dict) else None
     return list(names) if isinstance(names, list) else None
 
 
-def _labels(manifest: str, fs: FeatureSet, field_name: str) -> torch.Tensor:
+def _labels(manifest: str, fs: FeatureSet, field_name: str, num_classes: int | None = None) -> torch.Tensor:
+    """The labels of the samples in ``fs``; each must be a class index in [0, num_classes) (when known)."""
     entries = _manifest(manifest)
     labels = []
     for i in fs.index.tolist():
         value = entries[i].label(field_name)
         if value is None:
             raise DataError(f"{manifest}: sample {i} has no '{field_name}' field (choose another --label-field)")
+        ids = value if isinstance(value, list) else [value]
+        bad = [v for v in ids if v < 0 or (num_classes is not None and v >= num_classes)]
+        if bad:
+            known = f"the {num_classes} classes of classes.json" if num_classes is not None else "valid class indices"
+            raise DataError(
+                f"{manifest}: sample {i} has {field_name} {bad[0]}, outside [0, {num_classes if num_classes is not None else 'inf'}) "
+                f"({known}); fix the manifest or classes.json"
+            )
         labels.append(value)
+    if len({isinstance(v, list) for v in labels}) > 1:
+        raise DataError(f"{manifest}: '{field_name}' mixes single labels and label lists; use one kind")
     if isinstance(labels[0], list):  # multi-label: lists of class ids -> multi-hot
         c = 1 + max(max(v) for v in labels if v)
         hot = torch.zeros(len(labels), c)
@@ -209,8 +224,10 @@ def run_probe(model: VideoPrism, settings: EvalSettings, kind: str) -> dict[str,
     need_tokens = kind == "attentive"
     fcfg = FeatureConfig(**{**asdict(settings.features), "store_tokens": need_tokens})
     train_fs, test_fs = features_for(model, settings, train_m, fcfg), features_for(model, settings, test_m, fcfg)
-    y_train, y_test = _labels(train_m, train_fs, settings.label_field), _labels(test_m, test_fs, settings.label_field)
     names = _class_names(settings, settings.label_field)
+    known = len(names) if names else None
+    y_train = _labels(train_m, train_fs, settings.label_field, known)
+    y_test = _labels(test_m, test_fs, settings.label_field, known)
     multilabel = y_train.dim() == 2
     if multilabel:
         num_classes = max(y_train.shape[1], y_test.shape[1])
@@ -305,7 +322,7 @@ def run_zeroshot(model: VideoPrism, settings: EvalSettings) -> dict[str, Any]:
         templates = (own, *PROMPT_TEMPLATES) if own else PROMPT_TEMPLATES
     test_m = _split(settings, "test")
     fs = features_for(model, settings, test_m, FeatureConfig(**{**asdict(settings.features), "store_tokens": False}))
-    labels = _labels(test_m, fs, settings.label_field)
+    labels = _labels(test_m, fs, settings.label_field, len(names))
     scores = classify(fs.video_embedding(), class_embeddings(model, tok, names, templates))
     metrics: dict[str, Any] = topk_accuracy(scores, labels)
     metrics.update({"num_test": len(fs), "num_classes": len(names)})

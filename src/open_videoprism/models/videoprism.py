@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import nn
 
+from open_videoprism.errors import InputError
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
 from open_videoprism.models.layers import (
     INIT_STD,
@@ -58,6 +59,42 @@ class VideoOutput:
     spatial_tokens: torch.Tensor
     embedding: torch.Tensor | None = None
     frame_embeddings: torch.Tensor | None = None
+
+
+# Float videos may overshoot [0, 1] by this much (resampling filters ring a little).
+RANGE_TOLERANCE = 1e-2
+_LAYOUT = "[B, T, 3, H, W] (batch, frames, RGB, height, width)"
+
+
+def check_video(video: torch.Tensor) -> torch.Tensor:
+    """Enforce :meth:`VideoPrism.encode_video`'s input contract; returns a float video in [0, 1].
+
+    uint8 frames are scaled by 1/255 (the official preprocessing divides by 255);
+    a float video must lie in [0, 1] (within :data:`RANGE_TOLERANCE`): 0..255
+    floats or mean/std-normalised frames would otherwise encode to a different
+    embedding without a word. The range check (one device sync) is skipped while
+    tracing (``torch.compile``, ONNX/TorchScript export) and on the meta device.
+    """
+    if not isinstance(video, torch.Tensor):
+        raise InputError(f"video must be a torch.Tensor {_LAYOUT}; got {type(video).__name__}")
+    if video.dim() != 5:
+        raise InputError(f"video must be {_LAYOUT}; got shape {tuple(video.shape)}")
+    b, t = video.shape[:2]
+    if b == 0 or t == 0 or video.numel() == 0:
+        raise InputError(f"video is empty: shape {tuple(video.shape)}; expected {_LAYOUT} with B, T >= 1")
+    if video.dtype == torch.uint8:
+        return video.float() / 255.0
+    if not video.is_floating_point():
+        raise InputError(f"video must be float in [0, 1] or uint8 in [0, 255] {_LAYOUT}; got dtype {video.dtype}")
+    if not (torch.compiler.is_compiling() or torch.jit.is_tracing() or video.device.type == "meta"):
+        lo, hi = torch.aminmax(video.detach())
+        lo_v, hi_v = float(lo), float(hi)
+        if not (lo_v >= -RANGE_TOLERANCE and hi_v <= 1 + RANGE_TOLERANCE):  # also catches NaN
+            raise InputError(
+                f"video values span [{lo_v:.4g}, {hi_v:.4g}]; expected floats in [0, 1] (divide 0..255 frames "
+                f"by 255, do not mean/std-normalise) or uint8 frames, laid out {_LAYOUT}"
+            )
+    return video
 
 
 def _pack(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -116,7 +153,7 @@ class FactorizedEncoder(nn.Module):
         b, t, c, h, w = video.shape
         p = self.cfg.patch_size
         if h != w or h % p or c != 3:
-            raise ValueError(
+            raise InputError(
                 f"video must be [B, T, 3, H, W] with H == W divisible by {p}; got {tuple(video.shape)}"
             )
         x = self.patch_embed(video.reshape(b * t, c, h, w)).flatten(2).transpose(1, 2)
@@ -247,7 +284,8 @@ class VideoPrism(nn.Module):
     auxiliary layers, the attention-pooling head and the text encoder.
 
     Inputs are float videos ``[B, T, 3, H, W]`` in [0, 1] (no mean/std
-    normalisation), H == W divisible by the patch size.
+    normalisation) or uint8 frames (scaled by 1/255), H == W divisible by the
+    patch size; anything else raises :class:`~open_videoprism.errors.InputError`.
     """
 
     def __init__(self, cfg: VideoPrismConfig) -> None:
@@ -297,14 +335,18 @@ class VideoPrism(nn.Module):
     ) -> VideoOutput:
         """Encode a batch of videos ``[B, T, 3, H, W]`` in [0, 1].
 
+        Input contract (:func:`check_video`): float values in [0, 1], or uint8
+        frames, which are scaled by 1/255; a float video outside [0, 1] (e.g.
+        0..255 floats), an empty batch or zero frames raise :class:`InputError`
+        instead of giving a different embedding silently.
+
         ``visible`` [B, V] restricts the encoder to those flat token indices
         (see the module docstring). ``frame_embeddings=False`` skips the
         per-frame pooling. ``crop_temporal_pos=True`` takes the first T rows of
         the time table instead of resizing it (the paper's stage 1 does this for
         images fed as 1-frame videos; the official inference code resizes).
         """
-        if video.dim() != 5:
-            raise ValueError(f"video must be [B, T, 3, H, W]; got shape {tuple(video.shape)}")
+        video = check_video(video)
         video = video.to(device=self.device, dtype=self.dtype)
         tokens, spatial = self.encoder(
             video, frame_paddings=frame_paddings, visible=visible, crop_temporal_pos=crop_temporal_pos
@@ -346,7 +388,17 @@ class VideoPrism(nn.Module):
             texts = [token_ids] if isinstance(token_ids, str) else list(token_ids)
             token_ids, paddings = tok(texts, max_length=self.text.cfg.max_length)
         if paddings is None:
-            raise ValueError("encode_text with token ids needs paddings [B, L] (1 = pad)")
+            raise InputError("encode_text with token ids needs paddings [B, L] (1 = pad)")
+        if token_ids.dim() != 2 or token_ids.shape[0] == 0 or tuple(paddings.shape) != tuple(token_ids.shape):
+            raise InputError(
+                f"token_ids and paddings must both be [B, L] with B >= 1; got {tuple(token_ids.shape)} and {tuple(paddings.shape)}"
+            )
+        vocab = self.text.cfg.vocab_size
+        if token_ids.numel() and (int(token_ids.min()) < 0 or int(token_ids.max()) >= vocab):
+            raise InputError(
+                f"token ids span [{int(token_ids.min())}, {int(token_ids.max())}] but the text vocabulary has {vocab} "
+                "entries; use the tokenizer the model was trained with"
+            )
         emb = self.text(token_ids.to(self.device, torch.long), paddings.to(self.device))
         return l2_normalize(emb) if normalize else emb
 

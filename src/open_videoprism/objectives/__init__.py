@@ -54,12 +54,12 @@ import torch
 from torch import nn
 
 from open_videoprism.errors import CheckpointError, ConfigError
-from open_videoprism.models import VideoPrism, create_model
+from open_videoprism.models import VideoPrism, create_model, get_config
 
 log = logging.getLogger(__name__)
 
 # Built-in objective modules, imported on the first lookup (they import this module to register).
-OBJECTIVE_MODULES: tuple[str, ...] = ("contrastive", "distillation")
+OBJECTIVE_MODULES: tuple[str, ...] = ("contrastive", "distillation", "one_stage", "lit")
 
 ObjectiveBuilder = Callable[..., nn.Module]
 
@@ -147,11 +147,17 @@ def build_model(model_cfg: Any, seed: int | None = None) -> VideoPrism:
     if seed is not None:
         torch.manual_seed(seed)  # the random init is part of the run's reproducibility
     if model_cfg.name:
-        model = create_model(model_cfg.name)
+        cfg = get_config(model_cfg.name)
     elif model_cfg.init:
-        model = create_model(read_any(model_cfg.init)[0])
+        cfg = read_any(model_cfg.init)[0]
     else:
         raise ConfigError("model.name: empty; name a registered model or set model.init to a checkpoint")
+    frames = getattr(model_cfg, "num_frames", None)
+    if frames is not None:
+        if frames < 1:
+            raise ConfigError(f"model.num_frames must be >= 1; got {frames}")
+        cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, num_frames=frames))
+    model = create_model(cfg)
     for source, prefixes in ((model_cfg.init, None), (model_cfg.video_init, VIDEO_PREFIXES), (model_cfg.text_init, TEXT_PREFIXES)):
         if source:
             loaded, kept = load_into(model, source, prefixes)

@@ -17,9 +17,9 @@ The paper's second stage (paper Sec. 2.3.2, App. C.2, Algorithm 1):
 * ``loss = local_weight * loss_local + global_weight * loss_global``.
 
 Ablation switches (paper Fig. 4, Table 26, Fig. 6): ``shuffle``,
-``global_distillation``, ``mask.type`` / ``mask.ratio``, and ``one_stage``
-(the teacher-free "contrastive + MAE in one stage" baseline,
-:class:`OneStageObjective`).
+``global_distillation``, ``mask.type`` / ``mask.ratio``. The teacher-free
+"contrastive + MAE in one stage" baseline is its own objective
+(:mod:`open_videoprism.objectives.one_stage`).
 
 Config (the ``objective:`` section of configs/stage2-*.yaml)::
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,13 +73,6 @@ class DistillationOptions:
             (e.g. a larger student under a base teacher).
         global_pool_from_teacher: start the global branch's MAP head from the
             teacher's stage-1 MAP head (its target's own head) when shapes match.
-        one_stage: the paper's "contrastive + MAE in one stage" baseline (Fig. 4)
-            instead of distillation: no teacher; the video-text model of
-            ``model:`` is trained with the contrastive loss on its visible-token
-            embedding plus MAE pixel reconstruction of the masked patches
-            (``local_weight``); ``shuffle`` and the global branch do not apply.
-        contrastive_weight / temperature_init: the one-stage contrastive loss
-            weight and its learnable temperature's start (CLIP: 0.07).
     """
 
     shuffle: bool = True
@@ -92,9 +84,6 @@ class DistillationOptions:
     teacher_dtype: str = "fp32"
     student_from_teacher: bool = True
     global_pool_from_teacher: bool = True
-    one_stage: bool = False
-    contrastive_weight: float = 1.0
-    temperature_init: float = 0.07
 
 
 def cosine_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -221,12 +210,9 @@ def _resolve_teacher(teacher: str | None) -> VideoPrism:
 
 @register_objective("distillation", options=DistillationOptions)
 def build_distillation(options: DistillationOptions, *, train_config: Any, teacher: str | None) -> nn.Module:
-    """Registry builder: load the teacher from ``--teacher``, build the student
-    (or, with ``one_stage``, the teacher-free baseline)."""
+    """Registry builder: load the teacher from ``--teacher`` and build the student."""
     if options.teacher_dtype not in _DTYPES:
         raise ConfigError(f"objective.teacher_dtype: {options.teacher_dtype!r} is not one of {', '.join(_DTYPES)}")
-    if options.one_stage:
-        return _build_one_stage(options, train_config, teacher)
     teacher_model = _resolve_teacher(teacher)
     student = None
     if not options.student_from_teacher:
@@ -249,77 +235,9 @@ def build_distillation(options: DistillationOptions, *, train_config: Any, teach
     return objective
 
 
-class OneStageObjective(nn.Module):
-    """The one-stage "contrastive + masked modelling" baseline (paper Fig. 4).
-
-    One model, no teacher: the contrastive loss between the MAP embedding of
-    the *visible* tokens and the caption, plus MAE (VideoMAE-style per-patch
-    normalised pixels, MSE on the masked patches) through the token decoder
-    with the shuffle off. ``loss = contrastive_weight * loss_contrastive +
-    local_weight * loss_local``. The exported model is the whole video-text model.
-    """
-
-    def __init__(self, model: VideoPrism, options: DistillationOptions) -> None:
-        super().__init__()
-        if model.text is None or model.pooler is None:
-            raise ConfigError("objective.one_stage needs a video-text model (an *_lvt_* config in model:)")
-        if options.temperature_init <= 0:
-            raise ConfigError(f"objective.temperature_init must be > 0; got {options.temperature_init}")
-        self.options = options
-        self.model = model.float().train()
-        v = model.cfg.vision
-        self.patch = v.patch_size
-        self.decoder = TokenDecoder(v.width, 3 * v.patch_size**2, options.decoder, (v.num_frames, v.grid, v.grid), shuffle=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / options.temperature_init)))
-        self.collate_fn = MaskCollator(build_mask_generator(options.mask), v.patch_size, options.mask.seed)
-
-    def pixel_targets(self, video: torch.Tensor) -> torch.Tensor:
-        """``[B, T*N, 3*p*p]`` patches in token order, each normalised to zero mean, unit variance."""
-        b, t, c, h, w = video.shape
-        p = self.patch
-        x = video.float().reshape(b, t, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
-        x = x.reshape(b, t * (h // p) * (w // p), c * p * p)
-        return (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, unbiased=True) + 1e-6).sqrt()
-
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        from open_videoprism.objectives.loss import info_nce
-
-        for key in ("video", "text_ids", "text_paddings"):
-            if key not in batch:
-                raise KeyError(f"objective.one_stage needs batch[{key!r}] (captions and a tokenizer)")
-        video = batch["video"]
-        if "visible_idx" not in batch:
-            batch = self.collate_fn(dict(batch))
-        visible = batch["visible_idx"].to(video.device)
-        grid = TokenGrid.from_video(video.shape, self.patch)
-        out = self.model.encode_video(video, visible=visible, frame_embeddings=False)
-        text = self.model.encode_text(batch["text_ids"], batch["text_paddings"])
-        scale = self.logit_scale.exp().clamp(max=100.0)
-        assert out.embedding is not None  # an LvT model (checked at construction)
-        loss_con, _ = info_nce(out.embedding, text, scale)
-        pred, _ = self.decoder(out.tokens, visible, (grid.frames, grid.height, grid.width))
-        masked = torch.ones(pred.shape[:2], device=pred.device).scatter_(1, visible, 0.0)
-        err = (pred.float() - self.pixel_targets(video)).square().mean(-1)
-        loss_mae = (err * masked).sum() / masked.sum().clamp(min=1.0)
-        loss = self.options.contrastive_weight * loss_con + self.options.local_weight * loss_mae
-        return {"loss": loss, "loss_contrastive": loss_con, "loss_local": loss_mae, "temperature": 1.0 / scale.detach()}
-
-    def export_model(self) -> VideoPrism:
-        return self.model
-
-
-def _build_one_stage(options: DistillationOptions, train_config: Any, teacher: str | None) -> OneStageObjective:
-    from open_videoprism.objectives import build_model
-
-    if teacher:
-        raise ConfigError("objective.one_stage trains without a teacher; drop --teacher (or set one_stage: false)")
-    return OneStageObjective(build_model(train_config.model, seed=train_config.seed), options)
-
-
 __all__ = [
     "DistillationObjective",
     "DistillationOptions",
-    "OneStageObjective",
     "build_distillation",
     "cosine_distance",
     "encoder_only",

@@ -134,9 +134,16 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, rest
 
 
+def cuda_states(tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The ``cudaN`` states in device order: numeric, so ``cuda10`` comes after ``cuda2``
+    (a string sort would hand device 10's state to device 2)."""
+    keys = [k for k in tensors if re.fullmatch(r"cuda\d+", k)]
+    return [tensors[k] for k in sorted(keys, key=lambda k: int(k[4:]))]
+
+
 def restore_rng(tensors: Mapping[str, torch.Tensor], rest: Mapping[str, Any]) -> None:
     torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda"))]
+    cuda = cuda_states(tensors)
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     kind, keys, pos, has_gauss, gauss = rest["numpy"]
@@ -202,14 +209,19 @@ def verify(path: str | os.PathLike, deep: bool = True) -> str | None:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         return f"{META_FILE} unreadable ({exc})"
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         return f"{META_FILE} is not an open_videoprism training checkpoint"
-    for name, info in meta.get("files", {}).items():
+    files = meta.get("files")
+    if not isinstance(files, dict) or set(files) != {STATE_FILE} or not isinstance(meta.get("step"), int):
+        return f"{META_FILE} does not describe a checkpoint (files, step)"
+    for name, info in files.items():
         f = path / name
+        if not isinstance(info, dict):
+            return f"{META_FILE}: no size/hash for {name}"
         if not f.is_file():
             return f"{name} missing"
         if f.stat().st_size != info.get("size"):
-            return f"{name} has {f.stat().st_size} bytes, expected {info.get('size')}"
+            return f"{name} has {f.stat().st_size} bytes, expected {info.get('size')!r:.40}"
         if deep and _sha256(f) != info.get("sha256"):
             return f"{name} does not match its SHA-256"
     return None
@@ -285,6 +297,7 @@ __all__ = [
     "Checkpoint",
     "WRITE_DELAY_ENV",
     "capture_rng",
+    "cuda_states",
     "find_last_good",
     "flatten_optimizer",
     "list_checkpoints",

@@ -40,7 +40,9 @@ class ModelConfig:
     our ``.safetensors``, a run folder); ``video_init`` / ``text_init`` load only
     the video side (encoder, auxiliary layers, pooler) or only the text tower,
     e.g. an image model for the spatial encoder and a released LvT text tower.
-    Parameters a checkpoint does not have keep their random init.
+    Parameters a checkpoint does not have keep their random init. ``num_frames`` sets
+    the rows of the learned time table (default: the registry config's); the paper
+    trains at 8 frames and interpolates the table for other clip lengths at inference.
     """
 
     name: str = "videoprism_lvt_test_tiny"
@@ -48,6 +50,7 @@ class ModelConfig:
     video_init: str | None = None
     text_init: str | None = None
     grad_checkpointing: bool = False
+    num_frames: int | None = None
 
 
 @dataclass
@@ -79,6 +82,7 @@ class DataConfig:
     hflip: bool = False
     max_text_length: int = 64
     max_failure_ratio: float = 0.1
+    decode_cache_mb: int = 0  # decoded videos kept in memory (small corpora with num_workers: 0)
     num_workers: int = 0
     # Empty: a single dataset given by `--data`. Otherwise the AGD mixture.
     datasets: list[DatasetConfig] = field(default_factory=list)
@@ -288,9 +292,11 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: circular 'base:' chain")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a config is a UTF-8 YAML file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = data.pop("base", None)

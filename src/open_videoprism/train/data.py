@@ -202,6 +202,7 @@ def loader_factory(
         hflip=data_cfg.hflip,
         max_text_length=data_cfg.max_text_length,
         max_failure_ratio=data_cfg.max_failure_ratio,
+        decode_cache_mb=data_cfg.decode_cache_mb,
     )
 
     def make(state: Mapping[str, Any] | None) -> DataStream:

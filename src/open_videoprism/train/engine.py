@@ -34,8 +34,10 @@ import torch.distributed as dist
 from torch import nn
 
 from open_videoprism.atomic import write_text
-from open_videoprism.errors import TrainingDiverged, UserError
+from open_videoprism.errors import CheckpointError, TrainingDiverged, UserError
 from open_videoprism.optim import lr_factor, param_groups, set_lr
+from open_videoprism.runlock import acquire as acquire_run_lock
+from open_videoprism.runlock import release as release_run_lock
 from open_videoprism.train import checkpoint_manager as ckpt
 from open_videoprism.train.config import TrainConfig, objective_options
 from open_videoprism.train.data import StreamFactory
@@ -134,6 +136,7 @@ class Trainer:
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.step = 0
         self.data_state: dict[str, Any] | None = None
+        self._lock: str | None = None
 
     # --- checkpoints -------------------------------------------------------------
 
@@ -176,14 +179,21 @@ class Trainer:
     def restore(self, path: str | Path) -> None:
         """Load model, optimiser, step, RNG and data position from a checkpoint folder."""
         c = ckpt.load(path)
-        unwrap(self.objective).load_state_dict(c.prefixed("model"), strict=True)
-        self.optimizer.load_state_dict(ckpt.unflatten_optimizer(c.prefixed("optim"), c.meta["optimizer"]))
+        try:
+            unwrap(self.objective).load_state_dict(c.prefixed("model"), strict=True)
+            self.optimizer.load_state_dict(ckpt.unflatten_optimizer(c.prefixed("optim"), c.meta["optimizer"]))
+            same_world = int(c.meta.get("world_size", 1)) == self.info.world_size
+            if same_world:
+                r = self.info.rank
+                ckpt.restore_rng(c.prefixed(f"rng.{r}"), c.meta["rng"][r])
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{path}: the checkpoint does not fit this run ({type(exc).__name__}: {str(exc)[:200]}); "
+                "resume with the config it was written with, or remove it to resume from the previous one"
+            ) from None
         self.step = c.step
         self.data_state = c.meta.get("data")
-        if int(c.meta.get("world_size", 1)) == self.info.world_size:
-            r = self.info.rank
-            ckpt.restore_rng(c.prefixed(f"rng.{r}"), c.meta["rng"][r])
-        else:  # a different world size cannot replay the same streams; continue reproducibly instead
+        if not same_world:  # a different world size cannot replay the same streams; continue reproducibly instead
             log.warning("checkpoint written with %s ranks, resuming on %d: RNG reseeded, the curve will differ",
                         c.meta.get("world_size"), self.info.world_size)
             seed_everything(self.cfg.seed + 1_000_003 * self.step + self.info.rank)
@@ -196,9 +206,17 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _prepare_run_dir(self, resume: bool) -> int | None:
-        """Create the run folder; on resume load the last good checkpoint. Returns its step."""
+        """Lock and create the run folder; on resume load the last good checkpoint. Returns its step.
+
+        The main rank holds the run lock (:mod:`open_videoprism.runlock`) from here to the end of
+        :meth:`fit`, so a second run into the same folder fails at once instead of interleaving.
+        Metric lines past the step the run continues from (all of them when it starts from
+        scratch: a crash before the first checkpoint) are dropped, so the log reads as one run.
+        """
         if self.run_dir is None:
             return None
+        if self.info.is_main and self._lock is None:
+            self._lock = acquire_run_lock(self.run_dir)
         cdir = self.checkpoint_dir
         assert cdir is not None
         existing = ckpt.list_checkpoints(cdir)
@@ -214,19 +232,24 @@ class Trainer:
                 log.warning("removed %d incomplete checkpoint folder(s) left by an interrupted run", n)
             write_text(self.run_dir / CONFIG_FILE, self.cfg.to_yaml())
         barrier()
-        if not resume:
-            return None
-        last = ckpt.find_last_good(cdir)
-        if last is None:
+        last = ckpt.find_last_good(cdir) if resume else None
+        if resume and last is None:
             log.info("no checkpoint in %s: starting from scratch", cdir)
-            return None
-        self.restore(last)
+        if last is not None:
+            self.restore(last)
         if self.info.is_main:
             dropped = truncate_metrics(self.run_dir / METRICS_FILE, self.step)
             if dropped:
                 log.info("dropped %d metric lines after step %d (they will be recomputed)", dropped, self.step)
+        if last is None:
+            return None
         log.info("resumed from %s (step %d)", last, self.step)
         return self.step
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            release_run_lock(self._lock)
+            self._lock = None
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
         """Train to ``cfg.steps`` (or stop early after ``stop_after`` steps, leaving a resumable run).
@@ -237,6 +260,13 @@ class Trainer:
         cfg = self.cfg
         t_start = time.perf_counter()
         seed_everything(cfg.seed + self.info.rank)
+        try:
+            return self._fit(resume, stop_after, t_start)
+        finally:
+            self._release_lock()
+
+    def _fit(self, resume: bool, stop_after: int | None, t_start: float) -> TrainResult:
+        cfg = self.cfg
         resumed_from = self._prepare_run_dir(resume)
         model: nn.Module = wrap_ddp(self.objective, self.info)
         if cfg.compile:
