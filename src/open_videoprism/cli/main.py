@@ -40,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"open_videoprism.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command module not written yet
-            if exc.name == f"open_videoprism.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"open_videoprism.cli.{name}").register(sub)
     return parser
 
 
