@@ -50,6 +50,10 @@ def test_decoded_video_cache_gives_the_same_batches(tmp_path):
         batches[mb] = [b["video"] for _, b in zip(range(4), stream)]
     for a, b in zip(batches[0], batches[64]):
         assert torch.equal(a, b)
+    from open_videoprism.data.dataset import shared_cache
+
+    cache = shared_cache(64 * 2**20)
+    assert cache.hits >= 9 and cache.misses == 3  # 4 batches of 3 from 3 videos: each decoded once
 
 
 @pytest.mark.parametrize("recipe, frames", [("stage2-tiny", 4), ("b16-stage2", 8)])

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps1", type=int, help="stage-1 steps (overrides the preset; stage 2 runs 1.5x)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the tiny models gain nothing from more, and lose much on a busy machine)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes running independent steps at once (default 2: one per core of a small machine)")
     p.add_argument("--force", action="store_true", help="redo every step instead of skipping finished ones")
     p.set_defaults(func=run)
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = ReproduceConfig(out=args.out, preset=args.preset, seed=args.seed, seeds=args.seeds, ablations=args.ablations,
                           regimes=tuple(r.strip() for r in args.regimes.split(",") if r.strip()), clips=args.clips,
-                          steps1=args.steps1, threads=args.threads, force=args.force, progress=sys.stderr.isatty())
+                          steps1=args.steps1, threads=args.threads, workers=args.workers, force=args.force, progress=sys.stderr.isatty())
     path = reproduce(cfg)
     print(f"wrote {path} and {path.parent / 'results.json'}")
     return 0

@@ -8,6 +8,7 @@ sample, the config and a numpy generator, which the loaders derive from
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -51,8 +52,11 @@ class DecodedVideoCache:
 
     Small corpora (the synthetic benchmark: 600 clips of 16 x 72 x 72 take 150 MB) are
     read every epoch; decoding them again dominates a tiny model's step (3x its compute on 2 CPU
-    cores). Each process (main or loader worker) holds its own cache, so it pays only with
-    ``num_workers: 0`` or persistent workers. A video larger than the budget is never cached.
+    cores). One cache per budget is shared by every loader of a process (:func:`shared_cache`),
+    so runs after the first one in a process (``videoprism reproduce``) decode nothing; loader
+    workers hold their own copies, so it pays with ``num_workers: 0`` or persistent workers.
+    Keys include the file's size and modification time: a rewritten file is decoded again.
+    A video larger than the budget is never cached.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -82,6 +86,24 @@ class DecodedVideoCache:
         self.bytes += size
 
 
+_SHARED: dict[int, DecodedVideoCache] = {}
+
+
+def shared_cache(max_bytes: int) -> DecodedVideoCache:
+    """The process's decoded-video cache of this budget."""
+    if max_bytes not in _SHARED:
+        _SHARED[max_bytes] = DecodedVideoCache(max_bytes)
+    return _SHARED[max_bytes]
+
+
+def _cache_key(path: str) -> str | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # the reader reports the missing file with its reason
+    return f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
+
+
 @dataclass
 class ClipSampler:
     """Loads one sample: ``entry`` (+ optional bytes) -> ``{"video", "caption", "label", ...}``.
@@ -101,17 +123,19 @@ class ClipSampler:
             random_resized_crop=self.cfg.random_resized_crop, crop_scale=self.cfg.crop_scale, hflip=self.cfg.hflip,
         )
         mb = self.cfg.decode_cache_mb
-        self.cache = DecodedVideoCache(mb * 2**20) if mb > 0 else None
+        self.cache = shared_cache(mb * 2**20) if mb > 0 else None
 
     def open(self, entry: ManifestEntry, data: bytes | None = None) -> VideoReader | MemoryVideo:
         """A reader for ``entry``: from the decoded-video cache when enabled (whole video decoded once)."""
-        if self.cache is None or data is not None:
+        cache = self.cache
+        key = _cache_key(entry.path) if cache is not None and data is None else None
+        if cache is None or key is None:
             return VideoReader(entry.path, threads=self.cfg.decode_threads, data=data)
-        video = self.cache.get(entry.path)
+        video = cache.get(key)
         if video is None:
             with VideoReader(entry.path, threads=self.cfg.decode_threads) as reader:
                 video = MemoryVideo(reader.get_frames(np.arange(reader.num_frames)), reader.fps)
-            self.cache.put(entry.path, video)
+            cache.put(key, video)
         return video
 
     def frame_indices(self, reader: VideoReader | MemoryVideo, entry: ManifestEntry, rng: np.random.Generator | None) -> np.ndarray:

@@ -53,13 +53,14 @@ class ReproduceConfig:
     # The miniature's models are tiny: a second intra-op thread adds synchronisation, and on a busy
     # machine spinning threads made a stage-2 step 8x slower (4.8 s vs 0.6 s, 2 cores).
     threads: int = 1
+    workers: int = 2  # independent steps run in this many processes (one per core suits the tiny models)
 
     def resolved_preset(self) -> Preset:
         if self.preset not in PRESETS:
             raise UserError(f"--preset: unknown {self.preset!r}; choose from {', '.join(PRESETS)}")
         p = PRESETS[self.preset]
         for name, value in (("--clips", self.clips), ("--steps1", self.steps1), ("--seeds", self.seeds),
-                            ("--threads", self.threads)):
+                            ("--threads", self.threads), ("--workers", self.workers)):
             if value is not None and value < 1:
                 raise UserError(f"{name} must be >= 1; got {value}")
         if self.clips is not None and self.clips < 12:
@@ -71,32 +72,77 @@ class ReproduceConfig:
                       probe_epochs=p.probe_epochs, probe_lr=p.probe_lr, seeds=self.seeds or p.seeds)
 
 
-class _Steps:
-    """Runs named steps once; a step is skipped when its marker holds the same settings."""
+@dataclass
+class Job:
+    """One step of the study: ``fn()`` fills ``folder``; it runs after the jobs named in ``deps``."""
 
-    def __init__(self, force: bool) -> None:
-        self.force = force
-        self.timings: dict[str, float] = {}
+    name: str
+    folder: Path
+    settings: dict[str, Any]
+    fn: Callable[[], Any]
+    deps: tuple[str, ...] = ()
 
-    def __call__(self, name: str, folder: Path, settings: dict[str, Any], fn: Callable[[], object]) -> None:
-        settings = json.loads(json.dumps(settings))  # as the marker stores it (tuples become lists)
-        marker = folder / DONE
-        done = _read_json(marker)
-        if done is not None and done.get("settings") == settings and not self.force:
-            self.timings[name] = float(done.get("seconds", 0.0))
-            log.info("reproduce: %s already done", name)
-            return
-        if folder.exists():
-            shutil.rmtree(folder)
-        log.info("reproduce: %s ...", name)
-        t0 = time.perf_counter()
-        fn()
-        seconds = time.perf_counter() - t0
-        folder.mkdir(parents=True, exist_ok=True)
-        from open_videoprism.atomic import write_json
 
-        write_json(marker, {"step": name, "seconds": round(seconds, 1), "settings": settings})
-        self.timings[name] = seconds
+def _finished(job: Job) -> float | None:
+    """The recorded seconds of a job finished with the same settings, else None."""
+    done = _read_json(job.folder / DONE)
+    if done is not None and done.get("settings") == json.loads(json.dumps(job.settings)):
+        return float(done.get("seconds", 0.0))
+    return None
+
+
+def _run_job(job: Job, threads: int | None = None) -> float:
+    """Run ``job`` in a cleared folder and leave its marker; returns its seconds."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from open_videoprism.atomic import write_json
+
+    if job.folder.exists():
+        shutil.rmtree(job.folder)
+    log.info("reproduce: %s ...", job.name)
+    t0 = time.perf_counter()
+    job.fn()
+    seconds = time.perf_counter() - t0
+    job.folder.mkdir(parents=True, exist_ok=True)
+    write_json(job.folder / DONE, {"step": job.name, "seconds": round(seconds, 1),
+                                   "settings": json.loads(json.dumps(job.settings))})
+    return seconds
+
+
+def execute(jobs: list[Job], workers: int, threads: int, force: bool) -> dict[str, float]:
+    """Run the jobs not yet finished, each after its dependencies; ``workers`` > 1 runs independent
+    jobs in that many processes. Returns every job's seconds (recorded ones for skipped jobs)."""
+    timings: dict[str, float] = {}
+    todo: dict[str, Job] = {}
+    for job in jobs:
+        # A job is redone when one it depends on is redone: its inputs change.
+        seconds = None if force or any(d in todo for d in job.deps) else _finished(job)
+        if seconds is None:
+            todo[job.name] = job
+        else:
+            timings[job.name] = seconds
+            log.info("reproduce: %s already done", job.name)
+    if workers <= 1:
+        for job in todo.values():
+            timings[job.name] = _run_job(job)
+        return timings
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    running: dict[Any, str] = {}
+    # spawn: forking a process that already holds torch's thread pools can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        while todo or running:
+            for name, job in list(todo.items()):
+                if len(running) < workers and not any(d in todo or d in running.values() for d in job.deps):
+                    running[pool.submit(_run_job, job, threads)] = name
+                    del todo[name]
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                timings[running.pop(future)] = future.result()  # a failed step ends the study here
+    return timings
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -163,23 +209,25 @@ def checkpoint_of(spec: RunSpec, runs: Path) -> Path:
     return runs / spec.name / "model.safetensors" if spec.recipe is None else runs / spec.name
 
 
-def run_seed(cfg: ReproduceConfig, preset: Preset, seed: int, specs: list[RunSpec], step: _Steps) -> None:
-    """Data, training and evaluation of one seed."""
+def seed_jobs(cfg: ReproduceConfig, preset: Preset, seed: int, specs: list[RunSpec]) -> list[Job]:
+    """The jobs of one seed: data, then each run and its evaluations."""
     from open_videoprism.data.synthetic import generate
 
     root = Path(cfg.out) / f"seed-{seed}"
     data, runs, evals = root / "data", root / "runs", root / "eval"
     base = {"preset": cfg.preset, **asdict(preset), "seed": seed}
-    step(f"seed {seed}: synth", data, base, lambda: generate(
-        data, preset.clips, seed=seed, long_videos=preset.long_videos, workers=2, progress=cfg.progress))
+    synth = f"seed {seed}: synth"
+    jobs = [Job(synth, data, base, partial(generate, data, preset.clips, seed=seed, long_videos=preset.long_videos,
+                                           workers=1, progress=False))]
+    train_name = {spec.name: f"seed {seed}: train {spec.name}" for spec in specs}
     for spec in specs:
-        # A run's settings include those of the runs it starts from, so a changed teacher redoes it.
         settings = {**base, "run": asdict(spec), "steps": run_steps(spec, preset) if spec.recipe else 0}
         if spec.recipe is None:
-            fn = lambda s=spec: _random_model(runs / s.name / "model.safetensors", seed)  # noqa: E731
+            fn = partial(_random_model, runs / spec.name / "model.safetensors", seed)
         else:
-            fn = lambda s=spec: _pretrain(s, preset, data, runs, seed, cfg.progress)  # noqa: E731
-        step(f"seed {seed}: train {spec.name}", runs / spec.name, settings, fn)
+            fn = partial(_pretrain, spec, preset, data, runs, seed, cfg.progress)
+        jobs.append(Job(train_name[spec.name], runs / spec.name, settings, fn,
+                        (synth, *(train_name[d] for d in spec.depends_on()))))
         ckpt = checkpoint_of(spec, runs)
         tasks: list[tuple[str, str, dict[str, Any]]] = []
         if spec.probe:
@@ -187,11 +235,17 @@ def run_seed(cfg: ReproduceConfig, preset: Preset, seed: int, specs: list[RunSpe
                       for task, field in PROBES]
         if spec.video_text:
             tasks += [("retrieval", "retrieval", {}), ("zeroshot", "zeroshot", {})]
+        previous = train_name[spec.name]
         for folder_name, task, kwargs in tasks:
+            # A run's evaluations run one after the other and share its feature cache.
             folder = evals / spec.name / folder_name
-            step(f"seed {seed}: {folder_name} {spec.name}", folder, {**settings, "task": folder_name, **kwargs},
-                 partial(evaluate, task, checkpoint=ckpt, data=data, out=folder, cache=evals / spec.name / "features",
-                         seed=seed, progress=cfg.progress, **kwargs))
+            name = f"seed {seed}: {folder_name} {spec.name}"
+            jobs.append(Job(name, folder, {**settings, "task": folder_name, **kwargs},
+                            partial(evaluate, task, checkpoint=ckpt, data=data, out=folder,
+                                    cache=evals / spec.name / "features", seed=seed, progress=False, **kwargs),
+                            (train_name[spec.name], previous)))
+            previous = name
+    return jobs
 
 
 def reproduce(cfg: ReproduceConfig) -> Path:
@@ -208,25 +262,26 @@ def reproduce(cfg: ReproduceConfig) -> Path:
 
     from open_videoprism.runlock import run_lock
 
-    step = _Steps(cfg.force)
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
         with run_lock(out):  # a second study into the same folder fails at once, naming this one
-            for seed in seeds:
-                run_seed(cfg, preset, seed, specs, step)
+            jobs = [job for seed in seeds for job in seed_jobs(cfg, preset, seed, specs)]
+            timings = execute(jobs, cfg.workers, cfg.threads, cfg.force)
     finally:
         torch.set_num_threads(threads)
     wall = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The largest resident set of this process or any worker (each worker holds one run at a time).
+    peak_mb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     results = collect_results(out, cfg.preset, seeds, specs)
-    results["timing"] = {"wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_mb, 1),
-                         "steps": {k: round(v, 1) for k, v in step.timings.items()}}
+    results["timing"] = {"wall_seconds": round(wall, 1), "peak_rss_mb_per_process": round(peak_mb, 1),
+                         "workers": cfg.workers, "threads": cfg.threads,
+                         "steps": {k: round(v, 1) for k, v in timings.items()}}
     from open_videoprism.atomic import write_json
 
     write_json(out / "results.json", results)
     return write_report(out, results, specs, preset)
 
 
-__all__ = ["ReproduceConfig", "checkpoint_of", "reproduce", "run_seed"]
+__all__ = ["Job", "ReproduceConfig", "checkpoint_of", "execute", "reproduce", "seed_jobs"]

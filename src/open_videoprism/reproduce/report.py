@@ -150,8 +150,10 @@ def write_report(out: Path, results: dict[str, Any], specs: Sequence[RunSpec], p
               f"| probe | attentive (MAP), {preset.probe_epochs} epochs, peak lr {preset.probe_lr:g} |"]
     timing = results.get("timing")
     if timing:
-        lines += ["", "## Time", "", f"Wall time {timing['wall_seconds'] / 60:.1f} min, peak resident memory "
-                  f"{timing['peak_rss_mb']:.0f} MB (steps finished by an earlier invocation count their recorded time)."]
+        lines += ["", "## Time", "", f"Wall time {timing['wall_seconds'] / 60:.1f} min with {timing['workers']} worker "
+                  f"process(es) of {timing['threads']} thread(s); peak resident memory {timing['peak_rss_mb_per_process']:.0f} "
+                  "MB in the largest process. Steps finished by an earlier invocation count their recorded time; "
+                  "the table adds up each kind of step over all seeds and workers."]
         kinds: dict[str, float] = {}
         for name, sec in timing["steps"].items():
             kind = name.split(": ", 1)[-1].split(" ")[0]
