@@ -100,7 +100,9 @@ def test_bad_checkpoints_fail_with_one_clear_error(tmp_path, make, message):
         ovp.load(make(tmp_path))
 
 
-def test_public_name_explains_what_to_download():
+def test_public_name_explains_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache, offline: nothing to load
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match=r"flax_lvt_base_f16r288_repeated\.npz.*google/videoprism-lvt-base-f16r288"):
         ovp.load("videoprism_lvt_public_v1_base")
 

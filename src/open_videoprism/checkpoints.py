@@ -37,8 +37,8 @@ from open_videoprism.models.videoprism import VideoPrism
 FORMAT = "open_videoprism"
 FORMAT_VERSION = "1"
 
-# Released checkpoints: registry name -> (Hugging Face repo, file). Nothing is
-# downloaded at run time; these names only produce instructions.
+# Released checkpoints: official registry name -> (Hugging Face repo, file). Loaded by name
+# through :mod:`open_videoprism.hub` (which also knows our registry names and ``name@revision``).
 PUBLIC_CHECKPOINTS: dict[str, tuple[str, str]] = {
     "videoprism_public_v1_base": ("google/videoprism-base-f16r288", "flax_base_f16r288_repeated.npz"),
     "videoprism_public_v1_large": ("google/videoprism-large-f8r288", "flax_large_f8r288_repeated.npz"),
@@ -280,23 +280,20 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str
     return cfg, tensors
 
 
-def _public_name_error(name: str) -> CheckpointError:
-    repo, filename = PUBLIC_CHECKPOINTS[name]
-    return CheckpointError(
-        f"{name!r} is a released checkpoint, and this library never downloads at run time: "
-        f"fetch {filename} from https://huggingface.co/{repo} (e.g. `huggingface-cli download {repo} "
-        f"{filename}`) and pass the file's path to ovp.load() or `videoprism convert`"
-    )
-
-
-def read_any(path: str | os.PathLike, strict: bool = False) -> tuple[VideoPrismConfig, dict[str, torch.Tensor]]:
+def read_any(
+    path: str | os.PathLike, strict: bool = False, revision: str | None = None
+) -> tuple[VideoPrismConfig, dict[str, torch.Tensor]]:
     """Config and state dict from any supported source (see :func:`load`), validated.
 
     The config's values, every tensor's shape against it, dtypes and finiteness
     are checked before anything is allocated for a model
     (:mod:`open_videoprism.integrity`); ``strict`` also requires exactly the
-    config's parameter names.
+    config's parameter names. Hub names resolve through :mod:`open_videoprism.hub`.
     """
+    from open_videoprism import hub
+
+    if hub.is_hub_name(path):
+        path = hub.resolve(str(path), revision).checkpoint
     cfg, state = _read_source(path)
     held = sum(v.numel() for v in state.values())
     check_config(cfg, path, max_params=held if strict else 4 * held + 1_000_000)
@@ -305,8 +302,6 @@ def read_any(path: str | os.PathLike, strict: bool = False) -> tuple[VideoPrismC
 
 
 def _read_source(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str, torch.Tensor]]:
-    if isinstance(path, str) and path in PUBLIC_CHECKPOINTS:
-        raise _public_name_error(path)
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or folder")
@@ -336,22 +331,44 @@ def load(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     strict: bool = True,
+    revision: str | None = None,
 ) -> VideoPrism:
     """Load a model in eval mode from an official ``.npz``, one of our
-    ``.safetensors`` files, a Hugging Face VideoPrism folder, or a run folder.
+    ``.safetensors`` files, a Hugging Face VideoPrism folder, a run folder, or a
+    released checkpoint by name (``google/videoprism-lvt-base-f16r288[@rev]``,
+    ``videoprism_lvt_v1_base``; see :mod:`open_videoprism.hub`). Models loaded by
+    name keep their repo's tokenizer as ``model.tokenizer``.
 
     >>> model = load("flax_lvt_base_f16r288_repeated.npz", dtype=torch.bfloat16)
+    >>> model = load("google/videoprism-lvt-base-f16r288")
     """
+    from open_videoprism import hub
+
+    tokenizer = None
+    if hub.is_hub_name(path):
+        files = hub.resolve(str(path), revision)
+        path, tokenizer = files.checkpoint, files.tokenizer
     cfg, state = read_any(path, strict=strict)
     model = create_model(cfg)
     model.load_state_dict(state, strict=False)  # names and shapes already checked by read_any
-    return model.to(dtype=dtype, device=device).eval()
+    model = model.to(dtype=dtype, device=device).eval()
+    if tokenizer is not None and model.text is not None:
+        from open_videoprism.tokenizer import Tokenizer
+
+        model.tokenizer = Tokenizer(tokenizer)
+    return model
+
+
+def _source_name(src: str | os.PathLike) -> str:
+    from open_videoprism import hub
+
+    return str(src) if hub.is_hub_name(src) else Path(src).name
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Path, VideoPrismConfig]:
     """Convert any supported checkpoint to our safetensors format."""
     cfg, state = read_any(src, strict=True)  # validates before writing
-    return save_checkpoint(dst, state, cfg, {"source": Path(src).name}), cfg
+    return save_checkpoint(dst, state, cfg, {"source": _source_name(src)}), cfg
 
 
 def state_shapes(config: VideoPrismConfig) -> dict[str, tuple[int, ...]]:

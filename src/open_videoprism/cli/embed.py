@@ -30,14 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("videos", nargs="+", help="video files (anything FFmpeg reads; images are 1-frame videos)")
-    p.add_argument("--checkpoint", required=True, help="official .npz, our .safetensors, HF folder or run folder")
+    p.add_argument("--checkpoint", required=True, help="official .npz, our .safetensors, HF folder, run folder, or a hub name (google/videoprism-lvt-base-f16r288[@rev])")
     p.add_argument("--out", required=True, help="output file, .npz or .safetensors (written atomically)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's table, 16 base / 8 large)")
     p.add_argument("--size", type=int, default=None, help="frame size in pixels, divisible by 18 (default: the model's, 288)")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32", help="inference precision (default fp32)")
     p.add_argument("--pooled-only", action="store_true", help="do not write the [V, T*N, D] tokens")
     p.add_argument("--text", action="append", default=[], help="a text query to score against the videos (repeatable)")
-    p.add_argument("--tokenizer", help="SentencePiece .model for --text (the c4_en vocabulary for released models)")
+    p.add_argument("--tokenizer", help="SentencePiece .model for --text (default for hub names: the repo's; else the c4_en vocabulary for released models)")
     p.set_defaults(func=run)
 
 
@@ -58,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in SUFFIXES:
         raise UserError(f"{out}: --out must end in .npz or .safetensors")
-    if args.text and not args.tokenizer:
-        raise UserError("--text needs --tokenizer (a SentencePiece .model file)")
     for flag, value in (("--frames", args.frames), ("--size", args.size)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be a positive integer, got {value}")
@@ -72,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
     if args.text:
         from open_videoprism.tokenizer import Tokenizer
 
-        tokenizer = Tokenizer(args.tokenizer)
+        tokenizer = Tokenizer(args.tokenizer) if args.tokenizer else getattr(model, "tokenizer", None)
+        if tokenizer is None:  # hub names bring their repo's tokenizer; anything else needs one
+            raise UserError("--text needs --tokenizer (a SentencePiece .model file)")
         assert model.text is not None  # checked above
         if tokenizer.vocab_size > model.text.cfg.vocab_size:
             raise UserError(
-                f"{args.tokenizer}: {tokenizer.vocab_size} pieces but {args.checkpoint} has a text vocabulary of "
+                f"{tokenizer.path}: {tokenizer.vocab_size} pieces but {args.checkpoint} has a text vocabulary of "
                 f"{model.text.cfg.vocab_size}; use the tokenizer the model was trained with (c4_en for released models)"
             )
     frames = args.frames or model.cfg.vision.num_frames

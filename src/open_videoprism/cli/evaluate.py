@@ -103,7 +103,9 @@ def _setup(args: argparse.Namespace):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if not Path(args.checkpoint).exists():
+    from open_videoprism.hub import is_hub_name
+
+    if not is_hub_name(args.checkpoint) and not Path(args.checkpoint).exists():
         raise UserError(f"{args.checkpoint}: checkpoint not found")
     model = ovp.load(args.checkpoint, device=device)
     model.requires_grad_(False)

@@ -25,6 +25,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pretrain",
     "evaluate",
     "reproduce",
+    "download",
+    "export",
+    "search",  # index, search, serve
 )
 
 

@@ -375,13 +375,15 @@ class VideoPrism(nn.Module):
 
         Pass token ids ``[B, L]`` with paddings ``[B, L]`` (1 = pad), or strings
         with ``tokenizer`` (a :class:`~open_videoprism.tokenizer.Tokenizer` or a
-        path to a SentencePiece ``.model`` file).
+        path to a SentencePiece ``.model`` file; default ``self.tokenizer``, set
+        when the model was loaded by hub name).
         """
         if self.text is None:
             raise RuntimeError("this model has no text encoder (a video-only config)")
         if isinstance(token_ids, (str, list, tuple)):
             from open_videoprism.tokenizer import Tokenizer
 
+            tokenizer = tokenizer if tokenizer is not None else getattr(self, "tokenizer", None)
             if tokenizer is None:
                 raise ValueError("encode_text with strings needs tokenizer= (a Tokenizer or a .model path)")
             tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
