@@ -12,10 +12,9 @@ from open_videoprism.atomic import atomic_path, write_json, write_jsonl, write_t
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "report.md"
     write_text(path, "old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(path) as tmp:
-            tmp.write_text("half-writ")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half-writ")
+        raise RuntimeError("crash mid-write")
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import write_index_video, write_manifest
 
 import open_videoprism as ovp
+from data_helpers import write_index_video, write_manifest
 from open_videoprism.cli.main import main
 
 

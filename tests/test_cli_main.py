@@ -10,7 +10,8 @@ from open_videoprism.cli.main import main
 
 
 def test_overrides_after_options_reach_the_command(tmp_path):
-    from open_videoprism.cli.main import build_parser, main as cli
+    from open_videoprism.cli.main import build_parser
+    from open_videoprism.cli.main import main as cli
 
     # argparse alone would reject `steps=3` after an option; main() hands it to the overrides.
     with pytest.raises(SystemExit):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import open_videoprism as ovp
 from open_videoprism.errors import ConfigError
-from open_videoprism.objectives.contrastive import ContrastiveObjective, ContrastiveOptions, tube_keep_count, tube_visible
+from open_videoprism.objectives.contrastive import ContrastiveObjective, ContrastiveOptions
 from open_videoprism.objectives.loss import info_nce
 from open_videoprism.train.config import load_config
 
@@ -45,12 +45,13 @@ def test_info_nce_perfect_pairs_and_shape_errors() -> None:
         info_nce(torch.randn(4, 8), torch.randn(5, 8), 1.0)
 
 
-@pytest.mark.parametrize("ratio,patches,keep", [(0.5, 16, 8), (0.75, 16, 4), (0.0, 16, 16), (0.5, 256, 128), (0.9, 10, 1)])
-def test_tube_dropping_keeps_exact_ratio_same_positions_every_frame(ratio: float, patches: int, keep: int) -> None:
-    assert tube_keep_count(patches, ratio) == keep
-    b, t = 3, 4
-    vis = tube_visible(b, t, patches, ratio, generator=torch.Generator().manual_seed(1))
-    assert vis.shape == (b, t * keep) and vis.dtype == torch.long
+@pytest.mark.parametrize("ratio,keep", [(0.5, 8), (0.75, 4), (0.9, 2)])
+def test_tube_dropping_keeps_exact_ratio_same_positions_every_frame(ratio: float, keep: int) -> None:
+    obj = ContrastiveObjective(ovp.create_model("videoprism_lvt_test_tiny"), ContrastiveOptions(token_drop_ratio=ratio))
+    b, t, patches = 3, 4, 16  # 72 px frames, 18 px patches
+    torch.manual_seed(1)
+    vis = obj.train().visible_tokens(torch.zeros(b, t, 3, 72, 72))
+    assert vis is not None and vis.shape == (b, t * keep) and vis.dtype == torch.long
     frames, pos = vis // patches, vis % patches
     for i in range(b):
         per_frame = pos[i].view(t, keep)
@@ -58,13 +59,15 @@ def test_tube_dropping_keeps_exact_ratio_same_positions_every_frame(ratio: float
         assert (frames[i].view(t, keep) == torch.arange(t)[:, None]).all(), "time-major layout"
         assert len(set(per_frame[0].tolist())) == keep, "no duplicates"
         assert torch.equal(per_frame[0], per_frame[0].sort().values)
+    torch.manual_seed(1)  # drawn from the global RNG, which training checkpoints capture
+    assert torch.equal(obj.visible_tokens(torch.zeros(b, t, 3, 72, 72)), vis)
+    assert obj.eval().visible_tokens(torch.zeros(b, t, 3, 72, 72)) is None
 
 
-def test_tube_dropping_rejects_bad_ratio() -> None:
-    with pytest.raises(ValueError):
-        tube_keep_count(16, 1.0)
-    with pytest.raises(ValueError):
-        tube_keep_count(16, -0.1)
+@pytest.mark.parametrize("ratio", [1.0, -0.1])
+def test_tube_dropping_rejects_bad_ratio(ratio: float) -> None:
+    with pytest.raises(ConfigError):
+        ContrastiveObjective(ovp.create_model("videoprism_lvt_test_tiny"), ContrastiveOptions(token_drop_ratio=ratio))
 
 
 def _batch(b: int = 4, t: int = 4, size: int = 72, seed: int = 0) -> dict[str, torch.Tensor]:

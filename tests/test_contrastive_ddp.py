@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ import open_videoprism as ovp
 from open_videoprism.objectives.contrastive import ContrastiveObjective, ContrastiveOptions
 from open_videoprism.train.config import load_config
 from open_videoprism.train.data import RandomPairStream
-from open_videoprism.train.distributed import DistInfo, all_reduce_mean, free_port, wrap_ddp
+from open_videoprism.train.distributed import DistInfo, all_reduce_mean, wrap_ddp
 from open_videoprism.train.engine import Trainer
 
 GLOBAL_BATCH = 8
@@ -56,7 +57,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 def test_ddp_gather_matches_single_process(tmp_path: Path) -> None:
     out = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    mp.spawn(_worker, args=(2, port, str(out)), nprocs=2, join=True)
     got = torch.load(out)
 
     obj = _objective()
@@ -66,7 +70,7 @@ def test_ddp_gather_matches_single_process(tmp_path: Path) -> None:
     ref = {k: p.grad for k, p in obj.named_parameters() if p.grad is not None}
     assert set(got["grads"]) == set(ref)
     for k in ref:
-        torch.testing.assert_close(got["grads"][k], ref[k], rtol=1e-4, atol=1e-6, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(got["grads"][k], ref[k], rtol=1e-4, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
 
     cfg = load_config(None, OVERRIDES)
     single = Trainer(cfg, _objective(), lambda s: RandomPairStream(GLOBAL_BATCH, num_samples=16, seed=5, state=s), None, progress=False).fit()

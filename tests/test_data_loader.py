@@ -65,7 +65,7 @@ def test_batch_contract(data_videos):
     loader = build_loader(data_videos / "good.jsonl", _cfg(), batch_size=4, training=True, tokenizer=_Tok())
     b = next(iter(loader))
     assert b["video"].shape == (4, 4, 3, 18, 18) and b["video"].dtype == torch.float32
-    assert 0 <= b["video"].min() and b["video"].max() <= 1
+    assert b["video"].min() >= 0 and b["video"].max() <= 1
     assert b["text_ids"].shape == (4, 64) and b["text_paddings"].shape == (4, 64)
     assert b["label"].dtype == torch.long and b["label"].tolist() == [i % 3 for i in b["index"].tolist()]
     assert len(b["path"]) == 4 and all(p.endswith(".mp4") for p in b["path"])
@@ -184,7 +184,7 @@ def data_mixed(data_videos, tmp_path_factory) -> tuple[Path, dict]:
     bad = write_bad_files(tmp_path_factory.mktemp("bad"), data_videos / "videos" / "v00.mp4")
     rows = [{"path": str((data_videos / "videos" / f"v{k:02d}.mp4").resolve()), "label": k % 3}
             for k in range(N_GOOD)]
-    for j, (kind, (p, reason)) in enumerate(bad.items()):
+    for j, (p, _reason) in enumerate(bad.values()):
         rows.insert(2 * j + 1, {"path": str(p), "label": 0})
     path = write_manifest(tmp_path_factory.mktemp("mixed") / "mixed.jsonl", rows)
     return path, bad
@@ -254,7 +254,7 @@ def test_check_data_cli(data_mixed, capsys):
     assert {e["path"] for e in out["bad_entries"]} == {str(p) for p, _ in bad.values()}
     assert sum(out["reasons"].values()) == len(bad)
     good_only = path.with_name("good_only.jsonl")
-    good_only.write_text("".join(l + "\n" for l in path.read_text().splitlines() if "/v" in l))
+    good_only.write_text("".join(line + "\n" for line in path.read_text().splitlines() if "/v" in line))
     assert main(["check-data", str(good_only), "--frames", "4", "--size", "18"]) == 0
     assert f"{N_GOOD} ok, 0 bad" in capsys.readouterr().out
     # A missing manifest is a user error: one line, exit 2.

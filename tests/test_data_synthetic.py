@@ -138,7 +138,7 @@ def test_generate_writes_benchmark(tmp_path):
     for name in ("pretrain.jsonl", "probe_train.jsonl", "test.jsonl", "long.jsonl", "qa.jsonl", "classes.json",
                  "tokenizer.model", "synth.json"):
         assert (out / name).is_file(), name
-    rows = {s: [json.loads(l) for l in (out / f"{s}.jsonl").read_text().splitlines()] for s in syn.SPLITS}
+    rows = {s: [json.loads(line) for line in (out / f"{s}.jsonl").read_text().splitlines()] for s in syn.SPLITS}
     assert [len(rows[s]) for s in syn.SPLITS] == [6, 3, 3]
     r = rows["pretrain"][0]
     assert set(r) >= {"path", "caption", "captions", "label", "motion_label", "factors", "qa"}
@@ -146,7 +146,7 @@ def test_generate_writes_benchmark(tmp_path):
     classes = json.loads((out / "classes.json").read_text())
     assert classes["label"][r["label"]] == f"{r['factors']['colour']} {r['factors']['shape']}"
     assert r["caption"] == r["captions"][0] and r["factors"]["colour"] in r["caption"]
-    qa = [json.loads(l) for l in (out / "qa.jsonl").read_text().splitlines()]
+    qa = [json.loads(line) for line in (out / "qa.jsonl").read_text().splitlines()]
     assert {"question": "what color is the object?", "answer": r["factors"]["colour"]} in r["qa"]
     assert any(q["path"] == r["path"] and q["answer"] == r["factors"]["shape"] for q in qa)
     # Long videos: ordered, non-overlapping segments inside the video.
@@ -183,7 +183,7 @@ def test_generate_writes_benchmark(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (out / "videos").rglob("*.mp4")}
     assert main(["synth", str(out), "--clips", "12", "--long", "1", "--workers", "1"]) == 0
     assert before == {p: p.stat().st_mtime_ns for p in (out / "videos").rglob("*.mp4")}
-    assert [json.loads(l) for l in (out / "pretrain.jsonl").read_text().splitlines()] == rows["pretrain"]
+    assert [json.loads(line) for line in (out / "pretrain.jsonl").read_text().splitlines()] == rows["pretrain"]
 
 
 def test_generate_is_deterministic_across_workers(tmp_path):
@@ -227,7 +227,15 @@ def _states(text: str, phrase: str) -> bool:
     dict(clean_fraction=0.25, noisy_motion_rate=0.4, noisy_wrong_rate=0.5),
 ])
 def test_mixed_regime_fractions_and_noise_rates_by_counting(cfg):
-    from open_videoprism.data.synthetic import MOTION_WORDS, MOTIONS, CaptionConfig, _motion_phrase, assign_texts, sample_spec, _rng
+    from open_videoprism.data.synthetic import (
+        MOTION_WORDS,
+        MOTIONS,
+        CaptionConfig,
+        _motion_phrase,
+        _rng,
+        assign_texts,
+        sample_spec,
+    )
 
     n = 400
     caps = CaptionConfig(**cfg)
@@ -280,7 +288,9 @@ def test_synth_writes_both_regimes_and_a_probe_validation_split(tmp_path):
     out = tmp_path / "d"
     assert main(["synth", str(out), "--clips", "40", "--long", "2", "--clean-fraction", "0.5",
                  "--noisy-motion-rate", "0"]) == 0
-    read = lambda name: [json.loads(l) for l in (out / name).read_text().splitlines()]  # noqa: E731
+    def read(name):
+        return [json.loads(line) for line in (out / name).read_text().splitlines()]
+
     mixed, clean = read("pretrain.jsonl"), read("pretrain_clean.jsonl")
     assert [r["path"] for r in mixed] == [r["path"] for r in clean]  # the same videos
     assert sum(r["text"]["source"] == "clean" for r in mixed) == round(0.5 * len(mixed))

@@ -46,7 +46,7 @@ def test_training_transform_deterministic_under_seed():
     a = tr(f, np.random.default_rng(123))
     b = tr(f, np.random.default_rng(123))
     c = tr(f, np.random.default_rng(124))
-    assert a.shape == (4, 3, 32, 32) and 0 <= a.min() and a.max() <= 1
+    assert a.shape == (4, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
     with pytest.raises(ValueError):
@@ -57,7 +57,7 @@ def test_random_resized_crop_params_respect_scale():
     rng = np.random.default_rng(0)
     for _ in range(200):
         top, left, h, w = random_resized_crop_params(60, 80, (0.5, 1.0), (3 / 4, 4 / 3), rng)
-        assert 0 <= top and top + h <= 60 and 0 <= left and left + w <= 80
+        assert top >= 0 and top + h <= 60 and left >= 0 and left + w <= 80
         assert 0.45 * 4800 <= h * w <= 4800 * 1.0 + 80
 
 

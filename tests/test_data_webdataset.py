@@ -50,15 +50,15 @@ def test_shard_layout_is_webdataset(data_shards):
 
 def test_round_trip_same_samples(data_shards):
     manifest, shards = data_shards
-    from_manifest = {int(i): (v, l) for b in build_loader(manifest, _cfg(), batch_size=4, training=False)
-                     for i, v, l in zip(b["index"], b["video"], b["label"])}
+    from_manifest = {int(i): (v, lab) for b in build_loader(manifest, _cfg(), batch_size=4, training=False)
+                     for i, v, lab in zip(b["index"], b["video"], b["label"])}
     assert len(from_manifest) == N
     seen = {}
     for b in build_loader(str(shards), _cfg(), batch_size=3, training=False):
-        for i, v, l, c in zip(b["index"].tolist(), b["video"], b["label"].tolist(), b["caption"]):
+        for i, v, lab, c in zip(b["index"].tolist(), b["video"], b["label"].tolist(), b["caption"]):
             seen[i] = True
             torch.testing.assert_close(v, from_manifest[i][0], rtol=0, atol=0)   # bit-identical decode
-            assert l == from_manifest[i][1] == i % 5 and c == f"clip {i}"
+            assert lab == from_manifest[i][1] == i % 5 and c == f"clip {i}"
     assert sorted(seen) == list(range(N))
 
 
@@ -81,7 +81,10 @@ def test_two_workers_two_ranks_disjoint(data_shards):
 def test_training_stream_shuffles_and_resumes(data_shards):
     _, shards = data_shards
     cfg = _cfg(sampling="random", frame_stride=1, label_field="motion_label")
-    take = lambda loader, n: [b for _, b in zip(range(n), loader)]
+
+    def take(loader, n):
+        return [b for _, b in zip(range(n), loader)]
+
     full = take(build_loader(str(shards), cfg, batch_size=2, training=True, seed=4, num_workers=2), 8)
     assert all(b["label"].tolist() == [i % 2 for i in b["index"].tolist()] for b in full)
     order = [i for b in full for i in b["index"].tolist()]
@@ -92,7 +95,9 @@ def test_training_stream_shuffles_and_resumes(data_shards):
     assert state.worker_positions is not None and len(state.worker_positions) == 2
     tail = take(build_loader(str(shards), cfg, batch_size=2, training=True, seed=4, num_workers=2, state=state), 5)
     # Every worker continues exactly where it stopped, in the same interleaving: same batches, same clips.
-    sig = lambda bs: [(tuple(b["index"].tolist()), round(b["video"].sum().item(), 3)) for b in bs]
+    def sig(bs):
+        return [(tuple(b["index"].tolist()), round(b["video"].sum().item(), 3)) for b in bs]
+
     assert sig(head + tail) == sig(full)
 
 

@@ -25,7 +25,7 @@ DIM = 32
 
 
 def _train_copy_decoder(shuffle: bool, steps: int = 200, seed: int = 0) -> tuple[float, float]:
-    """Train a small decoder on the visible-token loss; return (first, final) loss."""
+    """Train a small decoder on the visible-token loss; return the first step's and the final loss."""
     torch.manual_seed(seed)
     decoder = TokenDecoder(DIM, DIM, DecoderConfig(width=64, depth=2, num_heads=4, mlp_dim=128),
                            (GRID.frames, GRID.height, GRID.width), shuffle=shuffle)
@@ -44,7 +44,7 @@ def _train_copy_decoder(shuffle: bool, steps: int = 200, seed: int = 0) -> tuple
         loss.backward()
         opt.step()
         history.append(loss.item())
-    return sum(history[:10]) / 10, sum(history[-20:]) / 20
+    return history[0], sum(history[-20:]) / 20
 
 
 def test_without_shuffle_the_decoder_copies_with_shuffle_it_cannot() -> None:

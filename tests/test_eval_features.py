@@ -9,6 +9,7 @@ import torch
 
 import open_videoprism as ovp
 from open_videoprism.data import synthetic
+from open_videoprism.eval import features
 from open_videoprism.eval.features import FeatureCacheError, FeatureConfig, extract_features, load_features
 
 
@@ -28,7 +29,7 @@ def model():
 def test_multiclip_features_have_the_documented_shapes(synth, model, tmp_path):
     cfg = FeatureConfig(num_clips=2, frame_stride=1, batch_size=2, shard_size=2)
     fs = load_features(extract_features(model, synth / "test.jsonl", tmp_path / "f", cfg, progress=False))
-    n = sum(1 for _ in open(synth / "test.jsonl"))
+    n = len((synth / "test.jsonl").read_text().splitlines())
     assert fs.index.tolist() == list(range(n))
     assert fs.tokens.shape == (n, 2, 4 * 16, 64) and fs.tokens.dtype == torch.float32
     assert fs.mean_tokens.shape == (n, 2, 64) and fs.embedding.shape == (n, 2, 64)
@@ -44,11 +45,22 @@ def test_multiclip_features_have_the_documented_shapes(synth, model, tmp_path):
     torch.testing.assert_close(fs.embedding[0], ref, atol=1e-5, rtol=1e-5)
 
 
-def test_interrupted_extraction_resumes_to_the_same_result(synth, model, tmp_path):
+def test_interrupted_extraction_resumes_to_the_same_result(synth, model, tmp_path, monkeypatch):
     cfg = FeatureConfig(batch_size=1, shard_size=1, store_tokens=False)
     full = load_features(extract_features(model, synth / "test.jsonl", tmp_path / "full", cfg, progress=False))
     part = tmp_path / "part"
-    extract_features(model, synth / "test.jsonl", part, cfg, progress=False, max_shards=1)
+    encode, calls = features.encode_clips, []
+
+    def crash_on_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return encode(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(features, "encode_clips", crash_on_second_batch)
+        with pytest.raises(KeyboardInterrupt):
+            extract_features(model, synth / "test.jsonl", part, cfg, progress=False)
     state = json.loads((part / "progress.json").read_text())
     assert state["num_done"] == 1 and not state["complete"] and len(state["shards"]) == 1
     with pytest.raises(FeatureCacheError, match="unfinished"):

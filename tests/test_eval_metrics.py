@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +151,22 @@ def test_cider_d_known_case():
 
 def test_exact_match_accuracy():
     assert exact_match_accuracy(["Left.", "up", "pan left"], ["left", "down", "pan left"]) == pytest.approx(200 / 3)
+
+
+# --- against the reference implementations (tests/fixtures/metrics/README.md) ---------------
+
+REFERENCE = Path(__file__).parent / "fixtures" / "metrics"
+
+
+def test_bleu_and_cider_match_pycocoevalcap() -> None:
+    ref = json.loads((REFERENCE / "captions.json").read_text())
+    cands, refs, want = ref["candidates"], ref["references"], ref["expected"]
+    for n in range(1, 5):
+        assert bleu(cands, refs, max_n=n) == pytest.approx(want[f"bleu_{n}"], rel=1e-9), n
+    assert cider_d(cands, refs) == pytest.approx(want["cider_d"], rel=1e-12)
+
+
+def test_localization_map_matches_the_activitynet_kit() -> None:
+    ref = json.loads((REFERENCE / "localization.json").read_text())
+    got = localization_map([Segment(**p) for p in ref["predictions"]], [Segment(**g) for g in ref["ground_truth"]], ref["tious"])
+    assert got == pytest.approx(ref["expected"], rel=1e-12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from open_videoprism.eval.fit import warmup_cosine
+from open_videoprism.eval.metrics import mean_average_precision, topk_accuracy
 from open_videoprism.eval.probes import (
     AttentiveProbe,
     LinearProbe,
@@ -15,7 +15,7 @@ from open_videoprism.eval.probes import (
     predict,
     train_probe,
 )
-from open_videoprism.eval.metrics import mean_average_precision, topk_accuracy
+from open_videoprism.optim import lr_factor
 
 
 def separable_tokens(n: int, num_classes: int, seed: int, tokens: int = 8, dim: int = 32, clips: int = 1):
@@ -38,11 +38,11 @@ def test_default_heads_divide_width():
 
 
 def test_warmup_cosine_schedule():
-    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
-    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
-    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0)
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10) == pytest.approx(0.0)
 
 
 def test_attentive_probe_separates_a_separable_token_set():

@@ -266,7 +266,6 @@ def test_fuzz_yaml_configs(tmp_path):
 def test_fuzz_webdataset_shards(tmp_path, capsys):
     """Damaged shards (tar structure, member JSON, video bytes): check-data and the loader skip or stop in one line."""
     from data_helpers import write_index_video, write_manifest
-
     from open_videoprism.data import VideoDataConfig, build_loader
     from open_videoprism.data.webdataset_io import write_shards
 
@@ -292,7 +291,6 @@ def test_fuzz_webdataset_shards(tmp_path, capsys):
 def test_fuzz_video_files(tmp_path):
     """Damaged video bytes decode or fail as a DecodeError (a skip with a reason), never a traceback or a hang."""
     from data_helpers import write_index_video
-
     from open_videoprism.data import VideoDataConfig
     from open_videoprism.data.dataset import ClipSampler, sample_rng
     from open_videoprism.data.manifest import ManifestEntry

@@ -35,7 +35,7 @@ def test_one_stage_baseline_trains_contrastive_and_mae_together() -> None:
     assert torch.allclose(tgt[1, 2 * 16 + 6], ref, atol=1e-5)
     opt = torch.optim.AdamW([p for p in obj.parameters() if p.requires_grad], lr=1e-3)
     first = None
-    for _ in range(30):
+    for _ in range(80):  # std-0.02 init at width 64: a plateau of ~35 steps before the losses fall
         out = obj(batch)
         opt.zero_grad()
         out["loss"].backward()

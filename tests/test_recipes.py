@@ -9,13 +9,12 @@ import pytest
 import torch
 
 import open_videoprism as ovp
+from data_helpers import decoded_indices, write_index_video, write_manifest
 from open_videoprism.masks import TokenGrid, build_mask_generator
 from open_videoprism.models.decoders import DecoderConfig, TokenDecoder
 from open_videoprism.objectives import build_model
 from open_videoprism.train.config import load_config, objective_options
 from open_videoprism.train.data import build_stream_factory
-
-from data_helpers import decoded_indices, write_index_video, write_manifest
 
 PRETRAINING = ["stage1-tiny", "stage2-tiny", "lit-tiny", "one-stage-tiny", "b16-stage1", "b16-stage2"]
 
@@ -32,7 +31,7 @@ def test_uniform_pretraining_sampling_reads_frames_spread_over_the_clip(tmp_path
     cfg = load_config("stage1-tiny", ["batch_size=2", "data.image_size=36", "data.decode_cache_mb=0"])
     stream = build_stream_factory(cfg, manifest)(None)
     seen = []
-    for k, batch in zip(range(3), stream):
+    for _, batch in zip(range(3), stream):
         for path, video in zip(batch["path"], batch["video"]):
             n = 40 if path.endswith("v0.mp4") else 24
             want = np.linspace(0, n, cfg.data.num_frames, endpoint=False).astype(np.int64)

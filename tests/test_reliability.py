@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import write_index_video, write_manifest
 from torch import nn
 
 import open_videoprism as ovp
+from data_helpers import write_index_video, write_manifest
 from open_videoprism.cli.main import main
 from open_videoprism.errors import (
     CheckpointError,

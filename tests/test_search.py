@@ -236,7 +236,7 @@ def test_search_quality_matches_eval_retrieval(tmp_path, capsys):
                  "--tokenizer", str(synth / "tokenizer.model"), "--workers", "0"]) == 0
     capsys.readouterr()
     index = SearchIndex(db)
-    records = [json.loads(line) for line in open(synth / "test.jsonl")]
+    records = [json.loads(line) for line in (synth / "test.jsonl").read_text().splitlines()]
     found = [index.search(c, 1)[0].path == str((synth / r["path"]).resolve()) for r in records for c in r["captions"]]
     assert len(found) == expected["num_captions"]
     assert 100 * np.mean(found) == pytest.approx(expected["t2v_R@1"], abs=100 / len(found) + 0.01)

@@ -13,8 +13,9 @@ script (``videoprism reproduce``, a sweep) calls them directly.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from open_videoprism.atomic import write_json
 from open_videoprism.errors import ConfigError, UserError
@@ -153,7 +154,6 @@ def _frozen_model(checkpoint: PathLike, device: str | None) -> VideoPrism:
     import torch
 
     from open_videoprism.checkpoints import load
-
     from open_videoprism.hub import is_hub_name
 
     if not is_hub_name(str(checkpoint)) and not Path(checkpoint).exists():

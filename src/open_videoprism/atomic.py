@@ -10,12 +10,14 @@ mode a plain ``open()`` would give it (0666 minus the umask), not mkstemp's 0600
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def _umask() -> int:
@@ -45,10 +47,8 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     # mkstemp creates 0600; give the file the mode open() would (0666 minus the umask), so outputs
     # are as readable by the group/others as any other file the user writes.
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # Windows has no fchmod
         os.fchmod(fd, 0o666 & ~_umask())
-    except (AttributeError, OSError):  # pragma: no cover - Windows has no fchmod
-        pass
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -15,8 +15,9 @@ Nothing here unpickles: ``np.load(allow_pickle=False)`` and safetensors only.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch

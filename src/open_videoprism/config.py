@@ -23,8 +23,9 @@ import math
 import os
 import re
 import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -167,9 +168,9 @@ def _check_shapes(schema: type, data: Mapping[str, Any], path: str) -> None:
         sub = f"{path}{key}"
         for t in options:
             args = typing.get_args(t)
-            if typing.get_origin(t) is tuple and Ellipsis not in args and isinstance(value, (list, tuple)):
-                if len(value) != len(args):
-                    raise ConfigError(f"{sub}: expected a list of {len(args)} values, got {list(value)}")
+            if (typing.get_origin(t) is tuple and Ellipsis not in args and isinstance(value, (list, tuple))
+                    and len(value) != len(args)):
+                raise ConfigError(f"{sub}: expected a list of {len(args)} values, got {list(value)}")
             if typing.get_origin(t) is list and args and dataclasses.is_dataclass(args[0]) and isinstance(value, list):
                 for i, v in enumerate(value):
                     try:

@@ -113,6 +113,8 @@ def hf_config(model: VideoPrism) -> dict:
     if arch != "VideoPrismClipModel":
         return {**vision, "architectures": [arch]}
     t = cfg.text
+    if t is None:
+        raise CheckpointError("this model has no text tower; export it as VideoPrismVisionModel or VideoPrismVideoModel")
     if t.norm_policy != "pre":
         raise CheckpointError(f"text norm_policy {t.norm_policy!r}: HF's VideoPrism text tower has pre-norm only")
     text = {

@@ -13,6 +13,7 @@ from typing import Any
 from tqdm import tqdm
 
 
-def progress_bar(*args: Any, enabled: bool = True, **kwargs: Any) -> tqdm:
+def progress_bar(*args: Any, enabled: bool = True, **kwargs: Any) -> tqdm[Any]:
     """``tqdm(*args, **kwargs)``, disabled unless ``enabled`` and stderr is a TTY."""
-    return tqdm(*args, disable=not (enabled and sys.stderr.isatty()), **kwargs)
+    kwargs["disable"] = not (enabled and sys.stderr.isatty())
+    return tqdm(*args, **kwargs)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from open_videoprism.atomic import atomic_path
+from open_videoprism.arrays import SUFFIXES, write_arrays
 from open_videoprism.errors import UserError
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -47,27 +47,16 @@ def _load_clip(path: str, frames: int, size: int) -> torch.Tensor:
 
     if not Path(path).is_file():
         raise UserError(f"{path}: no such file")
-    video = read_video(path, num_frames=frames, as_tensor=True)  # [T, 3, H, W] in [0, 1]
+    video = torch.as_tensor(read_video(path, num_frames=frames, as_tensor=True))  # [T, 3, H, W] in [0, 1]
     return center_crop(resize_short_side(video, size), size)
 
 
-def _write(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> None:
-    with atomic_path(out) as tmp:
-        if out.suffix == ".npz":
-            np.savez(tmp, **arrays, **{k: np.array(v) for k, v in meta.items()})
-        else:
-            from safetensors.numpy import save_file
-
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=meta)
-
-
 def run(args: argparse.Namespace) -> int:
+    from open_videoprism.checkpoints import load
     from open_videoprism.progress import progress_bar
 
-    from open_videoprism.checkpoints import load
-
     out = Path(args.out)
-    if out.suffix not in (".npz", ".safetensors"):
+    if out.suffix not in SUFFIXES:
         raise UserError(f"{out}: --out must end in .npz or .safetensors")
     for flag, value in (("--frames", args.frames), ("--size", args.size)):
         if value is not None and value < 1:
@@ -84,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = Tokenizer(args.tokenizer) if args.tokenizer else getattr(model, "tokenizer", None)
         if tokenizer is None:  # hub names bring their repo's tokenizer; anything else needs one
             raise UserError("--text needs --tokenizer (a SentencePiece .model file)")
+        assert model.text is not None  # checked above
         if tokenizer.vocab_size > model.text.cfg.vocab_size:
             raise UserError(
                 f"{tokenizer.path}: {tokenizer.vocab_size} pieces but {args.checkpoint} has a text vocabulary of "
@@ -110,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             arrays["scores"] = torch.softmax(sims / 0.01, dim=-1).numpy()
     meta = {"paths": json.dumps(list(args.videos)), "checkpoint": str(args.checkpoint),
             "frames": str(frames), "size": str(size)}
-    _write(out, arrays, meta)
+    write_arrays(out, arrays, meta)
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items())
     print(f"wrote {out}: {shapes}")
     if args.text:

@@ -13,7 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from open_videoprism.errors import VideoPrismError
 
@@ -46,13 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"open_videoprism.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command module not written yet
-            if exc.name == f"open_videoprism.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"open_videoprism.cli.{name}").register(sub)
     return parser
 
 

@@ -90,9 +90,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from open_videoprism.search.server import make_server
 
     index = SearchIndex(args.db, tokenizer=args.tokenizer)
-    index.model  # load before listening, so the first query is fast and a bad checkpoint fails here
+    _ = index.model  # load before listening, so the first query is fast and a bad checkpoint fails here
     server = make_server(index, args.host, args.port)
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host
     print(f"serving {len(index.ids)} moments of {args.db} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

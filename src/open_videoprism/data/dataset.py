@@ -22,7 +22,6 @@ from open_videoprism.data.manifest import ManifestEntry
 from open_videoprism.data.sampling import sample_indices, time_range
 from open_videoprism.data.transforms import VideoTransform
 
-
 NO_CAPTION = "no_caption"
 BAD_TIME_RANGE = "bad_time_range"
 
@@ -38,7 +37,7 @@ class MemoryVideo:
     def __init__(self, frames: np.ndarray, fps: float) -> None:
         self.frames, self.fps, self.num_frames = frames, fps, len(frames)
 
-    def __enter__(self) -> "MemoryVideo":
+    def __enter__(self) -> MemoryVideo:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -128,14 +127,15 @@ class ClipSampler:
 
     def open(self, entry: ManifestEntry, data: bytes | None = None) -> VideoReader | MemoryVideo:
         """A reader for ``entry``: from the decoded-video cache when enabled (whole video decoded once)."""
-        key = _cache_key(entry.path) if self.cache is not None and data is None else None
-        if key is None:
+        cache = self.cache
+        key = _cache_key(entry.path) if cache is not None and data is None else None
+        if cache is None or key is None:
             return VideoReader(entry.path, threads=self.cfg.decode_threads, data=data)
-        video = self.cache.get(key)
+        video = cache.get(key)
         if video is None:
             with VideoReader(entry.path, threads=self.cfg.decode_threads) as reader:
                 video = MemoryVideo(reader.get_frames(np.arange(reader.num_frames)), reader.fps)
-            self.cache.put(key, video)
+            cache.put(key, video)
         return video
 
     def frame_indices(self, reader: VideoReader | MemoryVideo, entry: ManifestEntry, rng: np.random.Generator | None) -> np.ndarray:
@@ -207,14 +207,14 @@ def collate(samples: list[dict[str, Any]], cfg: VideoDataConfig, tokenizer=None)
             batch["text_ids"], batch["text_paddings"] = tokenizer(batch["caption"], cfg.max_text_length)
     if all("label" in s for s in samples):
         labels = [s["label"] for s in samples]
-        if any(isinstance(l, list) for l in labels):
+        if any(isinstance(lab, list) for lab in labels):
             if cfg.num_classes is None:
                 from open_videoprism.errors import ConfigError
 
                 raise ConfigError("multi-label samples (label lists) need VideoDataConfig.num_classes for multi-hot labels")
             hot = torch.zeros(len(labels), cfg.num_classes)
-            for i, l in enumerate(labels):
-                hot[i, l if isinstance(l, list) else [l]] = 1.0
+            for i, lab in enumerate(labels):
+                hot[i, lab if isinstance(lab, list) else [lab]] = 1.0
             batch["label"] = hot
         else:
             batch["label"] = torch.tensor(labels, dtype=torch.long)

@@ -16,11 +16,13 @@ Every failure is raised as :class:`DecodeError` with a short ``reason``
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +81,7 @@ class VideoReader:
         elif len(data) == 0:
             raise DecodeError(path, "empty", "zero bytes")
         self.is_image = self.path.suffix.lower() in IMAGE_EXTENSIONS
-        self._container = None
+        self._container: Any = None  # av.container.InputContainer once opened
         self._read_before = False  # a fresh container needs no rewind
         self._image: np.ndarray | None = None
         if self.is_image:
@@ -263,17 +265,15 @@ class VideoReader:
             self._container.close()
             self._container = None
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __del__(self) -> None:  # pragma: no cover - best effort
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
 
 def read_video(

@@ -1,12 +1,13 @@
 """Writing frame arrays as video files with PyAV (h264, yuv420p), atomically."""
 
 from __future__ import annotations
-from open_videoprism.atomic import atomic_path
 
 import os
 from pathlib import Path
 
 import numpy as np
+
+from open_videoprism.atomic import atomic_path
 
 
 def write_video(
@@ -39,20 +40,19 @@ def write_video(
     if h % 2 or w % 2:
         raise ValueError(f"yuv420p needs even frame sizes, got {h}x{w}")
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4" if path.suffix.lower() in (".mp4", "") else None,
-                     options=container_options or {}) as container:
-            from fractions import Fraction
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4" if path.suffix.lower() in (".mp4", "") else None,
+                 options=container_options or {}) as container:
+        from fractions import Fraction
 
-            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            if codec == "libx264":
-                stream.options = {"crf": str(crf), "preset": preset, "threads": str(threads), **(options or {})}
-            elif options:
-                stream.options = dict(options)
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": str(crf), "preset": preset, "threads": str(threads), **(options or {})}
+        elif options:
+            stream.options = dict(options)
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
     return path

@@ -20,9 +20,10 @@ import copy
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset

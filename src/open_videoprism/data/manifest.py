@@ -16,9 +16,10 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from open_videoprism.errors import DataError
 
@@ -170,7 +171,7 @@ class Manifest:
         self.source = source
 
     @classmethod
-    def read(cls, path: str | os.PathLike, label_fields: tuple[str, ...] = ("label", "motion_label")) -> "Manifest":
+    def read(cls, path: str | os.PathLike, label_fields: tuple[str, ...] = ("label", "motion_label")) -> Manifest:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: manifest not found; pass a .jsonl or .csv file listing the videos")

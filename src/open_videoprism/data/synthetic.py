@@ -39,7 +39,6 @@ always clean.
 """
 
 from __future__ import annotations
-from open_videoprism.atomic import write_bytes, write_json, write_jsonl
 
 import hashlib
 import json
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from open_videoprism.atomic import write_bytes, write_json, write_jsonl
 
 SHAPES: tuple[str, ...] = ("triangle", "square", "star", "cross")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -541,6 +542,7 @@ class _Job:
 def _run_job(job: _Job) -> dict[str, Any]:
     from open_videoprism.data.encode import write_video
 
+    frames: np.ndarray | None
     if job.split == LONG_SPLIT:
         frames, record = render_long(job.seed, job.index, job.cfg)
         path = Path(job.out) / record["path"]

@@ -26,8 +26,9 @@ import logging
 import os
 import re
 import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -109,22 +110,21 @@ def write_shards(
         lo, hi = s * samples_per_shard, min(len(m), (s + 1) * samples_per_shard)
         if path.is_file():
             continue  # complete: shards are only ever renamed into place
-        with atomic_path(path) as tmp:
-            with tarfile.open(tmp, "w") as tar:
-                for i in range(lo, hi):
-                    e = m[i]
-                    src = Path(e.path)
-                    if not allow_outside and not is_inside(src, root):
-                        skipped.append({"path": e.path, "reason": OUTSIDE})
-                        continue
-                    if not src.is_file() or src.stat().st_size == 0:
-                        skipped.append({"path": e.path, "reason": "missing" if not src.exists() else "empty"})
-                        continue
-                    key = f"{i:09d}"
-                    meta = {"index": i, "source": e.path, "captions": e.captions, "start": e.start,
-                            "end": e.end, **{k: v for k, v in e.fields.items()}}
-                    _add(tar, f"{key}{src.suffix.lower() or '.mp4'}", src.read_bytes())
-                    _add(tar, f"{key}.json", json.dumps(meta).encode())
+        with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:
+            for i in range(lo, hi):
+                e = m[i]
+                src = Path(e.path)
+                if not allow_outside and not is_inside(src, root):
+                    skipped.append({"path": e.path, "reason": OUTSIDE})
+                    continue
+                if not src.is_file() or src.stat().st_size == 0:
+                    skipped.append({"path": e.path, "reason": "missing" if not src.exists() else "empty"})
+                    continue
+                key = f"{i:09d}"
+                meta = {"index": i, "source": e.path, "captions": e.captions, "start": e.start,
+                        "end": e.end, **{k: v for k, v in e.fields.items()}}
+                _add(tar, f"{key}{src.suffix.lower() or '.mp4'}", src.read_bytes())
+                _add(tar, f"{key}.json", json.dumps(meta).encode())
         written += 1
     for sk in skipped:
         log.warning("not packed %s: %s", sk["path"], sk["reason"])
@@ -278,7 +278,7 @@ class _ShardStream(IterableDataset):
                 s, skip = self._load(key, parts, epoch)
                 if skip:
                     skips.append(skip)
-                else:
+                elif s is not None:
                     samples.append(s)
                 if len(samples) == self.batch_size:
                     yield self._batch(samples, skips, attempts, worker, epoch, pos, False)

@@ -22,8 +22,8 @@ together with the resampler, on the synthetic captions and QA pairs:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from torch import nn
 from open_videoprism.eval.fit import fit
 from open_videoprism.eval.metrics import caption_tokens
 from open_videoprism.eval.probes import default_num_heads
-from open_videoprism.models.layers import Attention, Mlp, Transformer, layer_norm
+from open_videoprism.models.layers import Attention, Mlp, Transformer, init_dense, init_norm, layer_norm, trunc_normal_
 from open_videoprism.progress import progress_bar
 
 PAD, BOS, EOS, SEP, UNK = 0, 1, 2, 3, 4
@@ -47,7 +47,7 @@ class WordVocab:
         self.stoi = {w: i for i, w in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, texts: Sequence[str], min_count: int = 1) -> "WordVocab":
+    def build(cls, texts: Sequence[str], min_count: int = 1) -> WordVocab:
         counts = Counter(w for t in texts for w in caption_tokens(t))
         return cls(sorted(w for w, c in counts.items() if c >= min_count))
 
@@ -73,12 +73,22 @@ class PerceiverResampler(nn.Module):
     def __init__(self, in_dim: int, dim: int, num_latents: int = 8, num_heads: int = 4) -> None:
         super().__init__()
         self.proj = nn.Linear(in_dim, dim)
-        self.latents = nn.Parameter(torch.randn(num_latents, dim) * dim**-0.5)
+        self.latents = nn.Parameter(torch.zeros(num_latents, dim))
         self.norm_q = layer_norm(dim)
         self.norm_kv = layer_norm(dim)
         self.attn = Attention(dim, num_heads)
         self.norm_mlp = layer_norm(dim)
         self.mlp = Mlp(dim, 4 * dim)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        init_dense(self.proj)
+        trunc_normal_(self.latents, std=self.latents.shape[-1] ** -0.5)  # unit-norm queries
+        for norm in (self.norm_q, self.norm_kv, self.norm_mlp):
+            init_norm(norm)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"latents"}
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[B, L, in_dim]`` -> ``[B, num_latents, dim]``."""
@@ -105,12 +115,22 @@ class VideoTextDecoder(nn.Module):
         heads = num_heads or default_num_heads(dim, 8)
         self.resampler = PerceiverResampler(in_dim, dim, num_latents, heads)
         self.embed = nn.Embedding(vocab_size, dim)
-        self.pos = nn.Parameter(torch.randn(num_latents + max_text, dim) * 0.02)
+        self.pos = nn.Parameter(torch.zeros(num_latents + max_text, dim))
         self.transformer = Transformer(num_layers, dim, heads, 4 * dim, "gelu", causal=True)
         self.norm = layer_norm(dim)
         self.lm_head = nn.Linear(dim, vocab_size)
         self.num_latents = num_latents
         self.max_text = max_text
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        init_dense(self.embed)
+        trunc_normal_(self.pos)
+        init_norm(self.norm)
+        init_dense(self.lm_head)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos"}
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Next-word logits ``[B, S, V]`` for every text position (``text`` [B, S])."""

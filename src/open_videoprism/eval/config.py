@@ -8,8 +8,8 @@ shorthands for overrides of the head the task trains.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from open_videoprism.config import build, override_layers, recipe_layers, recipe_path
 from open_videoprism.errors import ConfigError

@@ -27,17 +27,16 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal, cast
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from open_videoprism.atomic import atomic_path, write_json
-from open_videoprism.progress import progress_bar
 
+from open_videoprism.arrays import read_arrays, write_arrays
+from open_videoprism.atomic import write_json
 from open_videoprism.errors import ConfigError, UserError
 from open_videoprism.models import VideoPrism
+from open_videoprism.progress import progress_bar
 
 PROGRESS_FILE = "progress.json"
 FORMAT_VERSION = 1
@@ -76,7 +75,7 @@ class FeatureConfig:
         """The settings that determine the features (batching and sharding do not)."""
         return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "shard_size", "label_field")}
 
-    def resolved(self, model: VideoPrism) -> "FeatureConfig":
+    def resolved(self, model: VideoPrism) -> FeatureConfig:
         """A copy with the model defaults filled in and the sampling made consistent."""
         v = model.cfg.vision
         cfg = FeatureConfig(**asdict(self))
@@ -127,22 +126,6 @@ def fingerprint_hash(obj: Any) -> str:
 SHARD_FORMATS = ("safetensors", "npz")
 
 
-def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Write a shard (format from the suffix) through a temporary file + ``os.replace``."""
-    with atomic_path(path, fsync=True) as tmp:
-        if path.suffix == ".npz":
-            np.savez(tmp, **{k: v.contiguous().numpy() for k, v in tensors.items()})
-        else:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-
-
-def _load_shard(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".npz":
-        with np.load(path) as z:
-            return {k: torch.from_numpy(z[k].copy()) for k in z.files}
-    return load_file(str(path))
-
-
 def _clips(video: torch.Tensor) -> torch.Tensor:
     """Loader batch ``[B, T, 3, H, W]`` or ``[B, K, T, 3, H, W]`` -> ``[B, K, T, 3, H, W]``."""
     if video.dim() == 5:
@@ -188,7 +171,6 @@ def extract_features(
     checkpoint: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    max_shards: int | None = None,
 ) -> Path:
     """Extract (or finish extracting) features of ``manifest`` into ``out_dir``.
 
@@ -197,7 +179,6 @@ def extract_features(
         checkpoint: recorded in the cache identity so that features of another
             checkpoint are never mixed in.
         overwrite: discard an existing folder made with another configuration.
-        max_shards: stop after writing this many new shards (tests of resumption).
 
     Returns ``out_dir``. A finished folder is returned at once.
     """
@@ -230,11 +211,12 @@ def extract_features(
                 return out
     out.mkdir(parents=True, exist_ok=True)
 
+    assert cfg.num_frames is not None and cfg.image_size is not None  # resolved() filled them in
     data_cfg = VideoDataConfig(
         num_frames=cfg.num_frames,
         image_size=cfg.image_size,
         frame_stride=cfg.frame_stride,
-        sampling=cfg.sampling,
+        sampling=cast(Any, cfg.sampling),  # checked against the sampling names by FeatureConfig
         num_clips=cfg.num_clips,
         random_resized_crop=False,
         hflip=False,
@@ -248,23 +230,21 @@ def extract_features(
     bar = progress_bar(total=total, initial=state["num_done"], desc=f"features {Path(manifest).name}", unit="video", enabled=progress)
     buffer: dict[str, list[torch.Tensor]] = {}
     buffered = 0
-    new_shards = 0
 
     def flush() -> None:
-        nonlocal buffer, buffered, new_shards
+        nonlocal buffer, buffered
         if not buffered:
             return
         tensors = {k: torch.cat(v) for k, v in buffer.items()}
         if "tokens" in tensors:
             tensors["tokens"] = tensors["tokens"].to(getattr(torch, cfg.token_dtype))
         name = f"shard-{len(state['shards']):05d}.{cfg.shard_format}"
-        _atomic_save_tensors(out / name, tensors)
+        write_arrays(out / name, tensors, fsync=True)
         state["shards"].append(name)
         state["num_done"] += buffered
         state["loader_state"] = asdict(loader.state())
         write_json(progress_path, state, fsync=True, sort_keys=True)
         buffer, buffered = {}, 0
-        new_shards += 1
 
     model.eval()
     for batch in loader:
@@ -276,9 +256,6 @@ def extract_features(
         bar.update(len(enc["index"]))
         if buffered >= cfg.shard_size:
             flush()
-            if max_shards is not None and new_shards >= max_shards:
-                bar.close()
-                return out
     flush()
     bar.close()
     state["complete"] = True
@@ -301,7 +278,7 @@ def load_features(out_dir: str | os.PathLike) -> FeatureSet:
         path = out / name
         if not path.is_file():
             raise FeatureCacheError(f"{path}: shard listed in {PROGRESS_FILE} is missing; re-extract with --overwrite")
-        for key, val in _load_shard(path).items():
+        for key, val in read_arrays(path).items():
             parts.setdefault(key, []).append(val)
     if not parts:
         raise FeatureCacheError(f"{out}: no features were extracted (empty manifest?)")
@@ -316,10 +293,3 @@ def load_features(out_dir: str | os.PathLike) -> FeatureSet:
         thumbnail=cat.get("thumbnail"),
         meta=state,
     )
-
-
-def iter_shards(out_dir: str | os.PathLike) -> Iterator[dict[str, torch.Tensor]]:
-    """Stream the shards of a feature folder one at a time (large sets)."""
-    state = json.loads((Path(out_dir) / PROGRESS_FILE).read_text())
-    for name in state["shards"]:
-        yield _load_shard(Path(out_dir) / name)

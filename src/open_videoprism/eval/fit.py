@@ -1,28 +1,23 @@
 """The minibatch loop every evaluation head trains with.
 
 Probes, the temporal localization head and the caption/QA decoder all train a
-small module on frozen features the same way: AdamW, linear warmup then cosine
-decay to zero, a seeded permutation per epoch. :func:`fit` is that loop; each
-caller supplies the loss of a batch of sample indices.
+small module on frozen features the same way: AdamW over the parameter groups
+of :func:`open_videoprism.optim.param_groups` (each module declares what takes
+no weight decay), linear warmup then cosine decay to zero
+(:func:`open_videoprism.optim.lr_factor`, the pretraining schedule), a seeded
+permutation per epoch. :func:`fit` is that loop; each caller supplies the loss
+of a batch of sample indices.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from open_videoprism.optim import lr_factor, param_groups
 from open_videoprism.progress import progress_bar
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """LR multiplier: linear warmup from 0 over ``warmup`` steps, then cosine to 0."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def fit(
@@ -37,7 +32,6 @@ def fit(
     seed: int,
     warmup_fraction: float = 0.1,
     drop_last: bool = False,
-    param_groups: Iterable[dict] | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
     desc: str = "head",
     progress: bool = True,
@@ -53,9 +47,8 @@ def fit(
     steps = max(1, num_samples // bs if drop_last else -(-num_samples // bs))
     total = epochs * steps
     warmup = int(warmup_fraction * total)
-    groups = list(param_groups) if param_groups is not None else model.parameters()
-    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup))
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, "cosine"))
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     bar = progress_bar(range(epochs), desc=desc, enabled=progress, leave=False)

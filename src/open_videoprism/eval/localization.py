@@ -15,16 +15,17 @@ scheme) becomes a candidate; per-class temporal NMS then removes duplicates. Seg
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from open_videoprism.eval.metrics import Segment, temporal_iou
 from open_videoprism.eval.fit import fit
+from open_videoprism.eval.metrics import Segment, temporal_iou
+from open_videoprism.models.layers import init_norm
 
 
 class TemporalHead(nn.Module):
@@ -38,6 +39,13 @@ class TemporalHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Conv1d(hidden, num_classes + 1, kernel_size=1)
         self.num_classes = num_classes
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The norm the identity; the convolutions keep PyTorch's fan-in scaled default,
+        which a shallow convolutional head needs (with std 0.02 the test head reached 86 instead of
+        over 90 mAP@0.5 in the same 30 epochs)."""
+        init_norm(self.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x).transpose(1, 2)  # [B, D, K]

@@ -1,4 +1,5 @@
-"""Evaluation figures as PNG (matplotlib, Agg backend: no display needed).
+"""Evaluation figures as PNG, drawn on ``matplotlib.figure.Figure`` objects: no pyplot
+state and no backend switch, so importing this never changes the caller's matplotlib.
 
 * :func:`plot_confusion_matrix`: row-normalised confusion matrix of a probe.
 * :func:`plot_retrieval_examples`: for a few captions, the query text and the
@@ -10,27 +11,22 @@ Every figure is written atomically (temporary file in the same folder, then
 """
 
 from __future__ import annotations
-from open_videoprism.atomic import atomic_path
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from open_videoprism.atomic import atomic_path
 
 
-def _save(fig: "plt.Figure", path: str | os.PathLike) -> Path:
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
     out = Path(path)
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     return out
 
 
@@ -42,7 +38,8 @@ def plot_confusion_matrix(
     norm = m / np.maximum(m.sum(1, keepdims=True), 1)
     c = m.shape[0]
     size = min(12.0, 2.5 + 0.35 * c)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     names = list(class_names) if class_names and len(class_names) == c else [str(i) for i in range(c)]
@@ -53,7 +50,7 @@ def plot_confusion_matrix(
         for i in range(c):
             for j in range(c):
                 if m[i, j]:
-                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                    ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -70,7 +67,8 @@ def plot_retrieval_examples(
 ) -> Path:
     """One row per query: its text, then the top-k videos' thumbnails (uint8 [N, 3, S, S])."""
     rows, k = len(queries), max(len(r) for r in ranked_videos)
-    fig, axes = plt.subplots(rows, k, figsize=(1.6 * k, 1.9 * rows), squeeze=False)
+    fig = Figure(figsize=(1.6 * k, 1.9 * rows))
+    axes = fig.subplots(rows, k, squeeze=False)
     for r, (q, ranked, gt) in enumerate(zip(queries, ranked_videos, correct)):
         for c in range(k):
             ax = axes[r][c]
@@ -97,7 +95,8 @@ def plot_retrieval_examples(
 def plot_training_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str = "") -> Path:
     """One panel per curve (e.g. ``{"loss": [...], "train_accuracy": [...], "lr": [...]}``); empty curves skipped."""
     items = [(k, v) for k, v in curves.items() if len(v) and k != "epoch"]
-    fig, axes = plt.subplots(1, max(1, len(items)), figsize=(3.6 * max(1, len(items)), 3.0), squeeze=False)
+    fig = Figure(figsize=(3.6 * max(1, len(items)), 3.0))
+    axes = fig.subplots(1, max(1, len(items)), squeeze=False)
     for ax, (name, values) in zip(axes[0], items):
         ax.plot(np.arange(1, len(values) + 1), values)
         ax.set_xlabel("epoch")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from open_videoprism.eval.fit import fit
-from open_videoprism.models.layers import AttentionPool, layer_norm
+from open_videoprism.models.layers import AttentionPool, init_dense, init_norm, layer_norm
 
 ProbeKind = Literal["attentive", "linear"]
 
@@ -45,7 +45,11 @@ class AttentiveProbe(nn.Module):
         self.pool = AttentionPool(dim, num_heads or default_num_heads(dim))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(dim, num_classes)
-        nn.init.zeros_(self.head.bias)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        init_norm(self.norm)
+        init_dense(self.head)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` [B, L, D] -> logits [B, C]."""
@@ -62,6 +66,10 @@ class LinearProbe(nn.Module):
         self.bn = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(dim, num_classes)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        init_dense(self.head)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = tokens.mean(1) if tokens.dim() == 3 else tokens
@@ -175,8 +183,6 @@ def train_probe(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         probe = build_probe(cfg, x.shape[-1], num_classes)
-        decay = [p for name, p in probe.named_parameters() if p.dim() > 1 and "query" not in name]
-        no_decay = [p for name, p in probe.named_parameters() if not (p.dim() > 1 and "query" not in name)]
         history = ProbeHistory()
         correct = [0.0]
 
@@ -201,7 +207,6 @@ def train_probe(
             probe, len(x), batch_loss, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
             weight_decay=cfg.weight_decay, seed=cfg.seed, warmup_fraction=cfg.warmup_fraction,
             drop_last=True,  # BatchNorm (linear probe) needs more than one sample
-            param_groups=[{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             on_epoch=on_epoch, desc=f"{cfg.kind} probe", progress=progress,
         )
     probe.eval()

@@ -27,10 +27,11 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +63,14 @@ from open_videoprism.eval.metrics import (
 )
 from open_videoprism.eval.probes import ProbeConfig, ProbeKind, predict, train_probe
 from open_videoprism.eval.report import write_report
-from open_videoprism.eval.zeroshot import PROMPT_TEMPLATES, class_embeddings, classify, encode_texts, require_video_text, similarity
+from open_videoprism.eval.zeroshot import (
+    PROMPT_TEMPLATES,
+    class_embeddings,
+    classify,
+    encode_texts,
+    require_video_text,
+    similarity,
+)
 from open_videoprism.models import VideoPrism
 from open_videoprism.tokenizer import find_tokenizer
 

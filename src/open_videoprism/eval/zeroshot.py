@@ -15,13 +15,13 @@ encoder-only checkpoint raises :class:`NotVideoTextModelError`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from open_videoprism.errors import UserError
-from open_videoprism.models.layers import l2_normalize
 from open_videoprism.models import VideoPrism
+from open_videoprism.models.layers import l2_normalize
 from open_videoprism.tokenizer import Tokenizer
 
 # A short, generic subset of CLIP's Kinetics templates (the official colab uses the first).

@@ -43,7 +43,7 @@ class TokenGrid:
         return self.frames * self.tokens_per_frame
 
     @classmethod
-    def from_video(cls, video_shape: torch.Size | tuple[int, ...], patch_size: int) -> "TokenGrid":
+    def from_video(cls, video_shape: torch.Size | tuple[int, ...], patch_size: int) -> TokenGrid:
         """The grid of a ``[B, T, 3, H, W]`` video cut into ``patch_size`` patches."""
         if len(video_shape) != 5:
             raise ValueError(f"video must be [B, T, 3, H, W]; got shape {tuple(video_shape)}")

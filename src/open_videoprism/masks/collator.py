@@ -15,8 +15,9 @@ Batches without ``index`` fall back to a per-collator call counter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch

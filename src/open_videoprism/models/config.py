@@ -75,10 +75,10 @@ class VideoPrismConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "model config") -> "VideoPrismConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "model config") -> VideoPrismConfig:
         """Strictly typed: an unknown key or a wrong type fails naming it."""
         return build(cls, [(source, d)], source=source)
 
     @classmethod
-    def from_json(cls, s: str) -> "VideoPrismConfig":
+    def from_json(cls, s: str) -> VideoPrismConfig:
         return cls.from_dict(json.loads(s))

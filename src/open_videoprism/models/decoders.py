@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from open_videoprism.models.layers import AttentionPool, Transformer, layer_norm
+from open_videoprism.models.layers import INIT_STD, AttentionPool, Transformer, init_dense, init_norm, layer_norm, trunc_normal_
 from open_videoprism.models.pos_embed import resize_spatial_table, resize_temporal_table
 
 
@@ -73,13 +73,23 @@ class TokenDecoder(nn.Module):
         self.grid = (t, h, w)
         self.shuffle = shuffle
         self.mask_token = nn.Parameter(torch.zeros(in_dim))
-        self.spatial_pos = nn.Parameter(torch.randn(h * w, in_dim) * 0.02)
-        self.temporal_pos = nn.Parameter(torch.randn(t, in_dim) * 0.02)
+        self.spatial_pos = nn.Parameter(torch.zeros(h * w, in_dim))
+        self.temporal_pos = nn.Parameter(torch.zeros(t, in_dim))
         self.proj_in = nn.Linear(in_dim, cfg.width)
         self.blocks = Transformer(cfg.depth, cfg.width, cfg.num_heads, cfg.mlp_dim, "gelu")
         self.norm = layer_norm(cfg.width)
         self.proj_out = nn.Linear(cfg.width, out_dim)
-        nn.init.normal_(self.mask_token, std=0.02)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for p in (self.mask_token, self.spatial_pos, self.temporal_pos):
+            trunc_normal_(p, std=INIT_STD)
+        init_dense(self.proj_in)
+        init_dense(self.proj_out)
+        init_norm(self.norm)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"spatial_pos", "temporal_pos"}
 
     def positions(self, t: int, h: int, w: int) -> torch.Tensor:
         """``[t*h*w, in_dim]`` decoder positions in canonical (time-major) order."""
@@ -143,6 +153,12 @@ class GlobalDecoder(nn.Module):
         self.norm = layer_norm(cfg.width)
         self.proj_out = nn.Linear(cfg.width, out_dim)
         self.pool = AttentionPool(out_dim, num_heads, pool_dim)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        init_dense(self.proj_in)
+        init_dense(self.proj_out)
+        init_norm(self.norm)
 
     def forward(self, visible_tokens: torch.Tensor) -> torch.Tensor:
         """``[B, V, in_dim]`` -> ``[B, out_dim]`` (not normalised)."""

@@ -11,12 +11,23 @@ Conventions that matter for parity (see docs/architecture.md):
   output of invalid tokens, as the official ``paddings`` do.
 * The attention-pooling (MAP) head scales queries with a learned per-dim scale
   (softplus, 1.442695041 / sqrt(head_dim)) and has no logit cap.
+
+Initialisation (timm / V-JEPA): every module declares its scheme in
+``init_weights()``, called at the end of its constructor. Linear, convolution
+and embedding weights are truncated normal with std 0.02 (cut at +-2, i.e. a
+normal in practice, as timm does), biases zero, LayerNorms the identity; the
+``l``-th :class:`Block` of a stack (from 1) divides its residual output
+projections (attention ``out``, MLP ``fc2``) by ``sqrt(2 l)``, so the residual
+stream's variance does not grow with depth. Loading a checkpoint
+overwrites all of it. Modules also declare the parameters that take no weight
+decay in ``no_weight_decay()`` (see :mod:`open_videoprism.optim`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +40,39 @@ _MASK_VALUE = -0.7 * torch.finfo(torch.float32).max
 # 1 / softplus(0): makes PerDimScale exactly 1/sqrt(head_dim) at init.
 _R_SOFTPLUS_0 = 1.442695041
 
+INIT_STD = 0.02
+
 NormPolicy = Literal["pre", "primer_hybrid"]
 
 
 def layer_norm(dim: int) -> nn.LayerNorm:
     """LayerNorm with the official epsilon."""
     return nn.LayerNorm(dim, eps=LN_EPS)
+
+
+@torch.no_grad()
+def trunc_normal_(tensor: torch.Tensor, std: float = INIT_STD, bound: float = 2.0) -> torch.Tensor:
+    """timm's ``trunc_normal_(std=std)``: a normal cut at the absolute ``bound`` of 2.
+
+    At the stds used here the cut lies 50 or more stds out, so the distribution
+    is the normal; drawing it directly and clamping is several times faster than
+    the inverse-CDF sampling of ``nn.init.trunc_normal_`` (seconds on the giant models).
+    """
+    return tensor.normal_(0.0, std).clamp_(-bound, bound)
+
+
+def init_dense(layer: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Embedding, std: float = INIT_STD) -> None:
+    """Truncated-normal weight (std ``std``), zero bias: the scheme of every dense layer."""
+    trunc_normal_(layer.weight, std=std)
+    bias = getattr(layer, "bias", None)
+    if bias is not None:
+        nn.init.zeros_(bias)
+
+
+def init_norm(norm: nn.LayerNorm) -> None:
+    """LayerNorm as the identity: scale one, shift zero."""
+    nn.init.ones_(norm.weight)
+    nn.init.zeros_(norm.bias)
 
 
 def gelu_exact(x: torch.Tensor) -> torch.Tensor:
@@ -82,6 +120,13 @@ class Attention(nn.Module):
             self.per_dim_scale = nn.Parameter(torch.zeros(self.head_dim))
         else:
             self.register_parameter("per_dim_scale", None)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for layer in (self.q, self.k, self.v, self.out):
+            init_dense(layer)
+        if self.per_dim_scale is not None:
+            nn.init.zeros_(self.per_dim_scale)  # softplus(0) * 1.442695041 = 1: the plain 1/sqrt(head_dim)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -130,6 +175,11 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.act = ACTIVATIONS[activation]
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        init_dense(self.fc1)
+        init_dense(self.fc2)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         h = self.act(self.fc1(x))
@@ -156,8 +206,10 @@ class Block(nn.Module):
         activation: str = "gelu",
         logit_cap: float = 0.0,
         norm_policy: NormPolicy = "pre",
+        layer_id: int = 1,
     ) -> None:
         super().__init__()
+        self.layer_id = layer_id
         self.norm1 = layer_norm(dim)
         self.attn = Attention(dim, num_heads, logit_cap=logit_cap)
         self.norm2 = layer_norm(dim)
@@ -166,6 +218,16 @@ class Block(nn.Module):
         if self.hybrid:
             self.post_norm1 = layer_norm(dim)
             self.post_norm2 = layer_norm(dim)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Norms the identity; the two projections that write into the residual stream
+        (attention ``out``, MLP ``fc2``) drawn with std ``0.02 / sqrt(2 * layer_id)``."""
+        for m in self.children():
+            if isinstance(m, nn.LayerNorm):
+                init_norm(m)
+        for layer in (self.attn.out, self.mlp.fc2):
+            init_dense(layer, INIT_STD / math.sqrt(2.0 * self.layer_id))
 
     def forward(
         self, x: torch.Tensor, key_mask: torch.Tensor | None = None, causal: bool = False
@@ -199,7 +261,7 @@ class Transformer(nn.Module):
         self.causal = causal
         self.grad_checkpointing = False
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_dim, activation, logit_cap, norm_policy) for _ in range(depth)
+            Block(dim, num_heads, mlp_dim, activation, logit_cap, norm_policy, layer_id=i + 1) for i in range(depth)
         )
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -225,7 +287,14 @@ class AttentionPool(nn.Module):
         self.query = nn.Parameter(torch.zeros(num_queries, dim))
         self.attn = Attention(dim, num_heads, hidden_dim=hidden_dim, per_dim_scale=True)
         self.norm = layer_norm(dim)
-        nn.init.normal_(self.query, std=dim**-0.5)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        trunc_normal_(self.query, std=self.query.shape[-1] ** -0.5)  # unit-norm queries, as timm's latent pool
+        init_norm(self.norm)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"query"}
 
     def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         q = self.query.to(tokens.dtype).expand(tokens.shape[0], -1, -1)

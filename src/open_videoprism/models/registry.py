@@ -6,7 +6,7 @@ entries are tiny configs for tests and CPU experiments.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -15,15 +15,30 @@ forward.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from open_videoprism.errors import InputError
-from open_videoprism.models.layers import AttentionPool, Transformer, l2_normalize, layer_norm
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
+from open_videoprism.models.layers import (
+    INIT_STD,
+    AttentionPool,
+    NormPolicy,
+    Transformer,
+    init_dense,
+    init_norm,
+    l2_normalize,
+    layer_norm,
+    trunc_normal_,
+)
 from open_videoprism.models.pos_embed import resize_spatial_table, resize_temporal_table, sinusoidal_table
+
+if TYPE_CHECKING:
+    from open_videoprism.tokenizer import Tokenizer
 
 
 @dataclass
@@ -115,12 +130,23 @@ class FactorizedEncoder(nn.Module):
         self.cfg = cfg
         d = cfg.width
         self.patch_embed = nn.Conv2d(3, d, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.spatial_pos = nn.Parameter(torch.randn(cfg.grid * cfg.grid, d) * (cfg.grid * cfg.grid) ** -0.5)
+        self.spatial_pos = nn.Parameter(torch.zeros(cfg.grid * cfg.grid, d))
         self.spatial = Transformer(cfg.spatial_layers, d, cfg.num_heads, cfg.mlp_dim, "gelu", cfg.logit_cap)
         self.spatial_norm = layer_norm(d)
-        self.temporal_pos = nn.Parameter(torch.randn(cfg.num_frames, d) * cfg.num_frames**-0.5)
+        self.temporal_pos = nn.Parameter(torch.zeros(cfg.num_frames, d))
         self.temporal = Transformer(cfg.temporal_layers, d, cfg.num_heads, cfg.mlp_dim, "gelu", cfg.logit_cap)
         self.temporal_norm = layer_norm(d)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        init_dense(self.patch_embed)
+        trunc_normal_(self.spatial_pos, std=INIT_STD)
+        trunc_normal_(self.temporal_pos, std=INIT_STD)
+        init_norm(self.spatial_norm)
+        init_norm(self.temporal_norm)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"spatial_pos", "temporal_pos"}
 
     def patchify(self, video: torch.Tensor) -> torch.Tensor:
         """``[B, T, C, H, W]`` -> ``[B, T, N, D]`` patch embeddings plus spatial positions."""
@@ -220,12 +246,23 @@ class TextEncoder(nn.Module):
         self.cfg = cfg
         d = cfg.width
         self.token_embed = nn.Embedding(cfg.vocab_size, d)
-        nn.init.normal_(self.token_embed.weight, std=d**-0.5)
-        self.cls = nn.Parameter(torch.randn(1, 1, d) * d**-0.5)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.transformer = Transformer(
-            cfg.num_layers, d, cfg.num_heads, cfg.mlp_dim, "relu", cfg.logit_cap, cfg.norm_policy, causal=True
+            cfg.num_layers, d, cfg.num_heads, cfg.mlp_dim, "relu", cfg.logit_cap, cast(NormPolicy, cfg.norm_policy), causal=True
         )
         self.norm = layer_norm(d)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Token and class embeddings at std ``D ** -0.5``, not 0.02: the forward scales them by
+        ``sqrt(D)``, which makes them unit-scale against the unit-scale sinusoid (Lingvo / T5)."""
+        d = self.cfg.width
+        init_dense(self.token_embed, std=d**-0.5)
+        trunc_normal_(self.cls, std=d**-0.5)
+        init_norm(self.norm)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls"}
 
     def forward(self, token_ids: torch.Tensor, paddings: torch.Tensor) -> torch.Tensor:
         """``token_ids`` [B, L] int, ``paddings`` [B, L] (1 = pad) -> ``[B, D]`` (not normalised)."""
@@ -254,6 +291,8 @@ class VideoPrism(nn.Module):
     def __init__(self, cfg: VideoPrismConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        # The SentencePiece vocabulary of the text tower, when the checkpoint came with one (hub repos).
+        self.tokenizer: Tokenizer | None = None
         v = cfg.vision
         self.encoder = FactorizedEncoder(v)
         self.auxiliary = (
@@ -331,7 +370,7 @@ class VideoPrism(nn.Module):
         self,
         token_ids: torch.Tensor | list[str] | str,
         paddings: torch.Tensor | None = None,
-        tokenizer: object | None = None,
+        tokenizer: Tokenizer | str | os.PathLike | None = None,
         normalize: bool = True,
     ) -> torch.Tensor:
         """Text embeddings ``[B, D]`` (L2-normalised by default).
@@ -346,7 +385,7 @@ class VideoPrism(nn.Module):
         if isinstance(token_ids, (str, list, tuple)):
             from open_videoprism.tokenizer import Tokenizer
 
-            tokenizer = tokenizer if tokenizer is not None else getattr(self, "tokenizer", None)
+            tokenizer = tokenizer if tokenizer is not None else self.tokenizer
             if tokenizer is None:
                 raise ValueError("encode_text with strings needs tokenizer= (a Tokenizer or a .model path)")
             tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)

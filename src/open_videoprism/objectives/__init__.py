@@ -9,7 +9,7 @@ nothing about stages. The contract:
 - ``export_model() -> VideoPrism``: the model written as the run's final
   encoder checkpoint (``RUN/final/model.safetensors``);
 - optional ``param_groups(weight_decay) -> list[dict]``: custom optimiser groups
-  (default: :func:`open_videoprism.train.optim.param_groups` on the objective);
+  (default: :func:`open_videoprism.optim.param_groups` on the objective);
 - optional ``collate_fn``: a callable ``batch dict -> batch dict`` the engine
   passes to ``open_videoprism.data.build_loader(collate_fn=...)``, e.g. a mask
   collator adding ``visible_idx`` / ``masked_idx``;
@@ -46,20 +46,19 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from open_videoprism.errors import CheckpointError, ConfigError
-
-if TYPE_CHECKING:  # the train layer sits above this one; only for type hints
-    from open_videoprism.models import VideoPrism
+from open_videoprism.models import VideoPrism, create_model, get_config
 
 log = logging.getLogger(__name__)
 
-# Built-in objective modules, imported lazily; a module not written yet is skipped.
+# Built-in objective modules, imported on the first lookup (they import this module to register).
 OBJECTIVE_MODULES: tuple[str, ...] = ("contrastive", "distillation", "one_stage", "lit")
 
 ObjectiveBuilder = Callable[..., nn.Module]
@@ -96,17 +95,7 @@ def _load_builtin() -> None:
         return
     _loaded = True
     for mod in OBJECTIVE_MODULES:
-        full = f"{__name__}.{mod}"
-        try:
-            importlib.import_module(full)
-        except ModuleNotFoundError as exc:
-            if exc.name != full:
-                raise
-
-
-def list_objectives() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+        importlib.import_module(f"{__name__}.{mod}")
 
 
 def get_objective(name: str) -> ObjectiveEntry:
@@ -147,14 +136,13 @@ def load_into(model: nn.Module, source: str, prefixes: tuple[str, ...] | None = 
     return len(take), len(wanted) - len(take)
 
 
-def build_model(model_cfg: Any, seed: int | None = None) -> "VideoPrism":
+def build_model(model_cfg: Any, seed: int | None = None) -> VideoPrism:
     """The trainable :class:`VideoPrism` of a ``ModelConfig`` (``train_config.model``).
 
     ``name`` picks the architecture (empty: the architecture of ``init``);
     ``init`` loads everything, then ``video_init`` / ``text_init`` load one tower each.
     """
     from open_videoprism.checkpoints import read_any
-    from open_videoprism.models import create_model, get_config
 
     if seed is not None:
         torch.manual_seed(seed)  # the random init is part of the run's reproducibility
@@ -184,7 +172,6 @@ __all__ = [
     "ObjectiveEntry",
     "build_model",
     "get_objective",
-    "list_objectives",
     "load_into",
     "register_objective",
 ]

@@ -7,10 +7,11 @@ under a learnable temperature (CLIP: ``logit_scale`` initialised to
 ``log(1 / 0.07)``, the scale clamped to at most 100).
 
 Token dropping (FLIP-style, the paper drops 50 % of the video tokens with tube
-masking to save memory): for each clip the same random spatial positions are
-kept in every frame, exactly ``N - round(N * ratio)`` of the ``N`` patches, and
-only those tokens go through the encoder (``encode_video(visible=...)``). It is
-applied in training mode only; evaluation sees every token.
+masking to save memory): the tube mask generator of :mod:`open_videoprism.masks`
+keeps the same random spatial positions in every frame, and only those tokens
+go through the encoder (``encode_video(visible=...)``). It draws from the
+global torch RNG, which training checkpoints capture, so a resumed run drops
+the same tokens. It is applied in training mode only; evaluation sees every token.
 
 Images are 1-frame videos: the encoder resizes its temporal table to length 1,
 as the official code interpolates it.
@@ -26,9 +27,10 @@ import torch
 from torch import nn
 
 from open_videoprism.errors import ConfigError
+from open_videoprism.masks import TokenGrid, TubeMaskGenerator
 from open_videoprism.models import VideoPrism
 from open_videoprism.objectives import build_model, register_objective
-from open_videoprism.objectives.loss import info_nce
+from open_videoprism.objectives.loss import info_nce, positive_columns
 
 
 @dataclass
@@ -51,34 +53,6 @@ class ContrastiveOptions:
             raise ConfigError("temperature_init and max_logit_scale: must be > 0")
 
 
-def tube_keep_count(num_patches: int, ratio: float) -> int:
-    """How many of ``num_patches`` spatial positions survive dropping ``ratio`` of them."""
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"token drop ratio must be in [0, 1), got {ratio}")
-    return max(1, num_patches - int(round(num_patches * ratio)))
-
-
-def tube_visible(
-    batch: int,
-    frames: int,
-    num_patches: int,
-    ratio: float,
-    device: torch.device | str | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Visible flat token indices ``[batch, frames * K]`` for tube token dropping.
-
-    Each clip keeps the same ``K = tube_keep_count(num_patches, ratio)`` random
-    spatial positions in every frame. Indices are ``t * N + n``, time-major and
-    sorted, the layout ``VideoPrism.encode_video(visible=...)`` expects.
-    """
-    k = tube_keep_count(num_patches, ratio)
-    noise = torch.rand(batch, num_patches, generator=generator)
-    keep = torch.sort(torch.argsort(noise, dim=1)[:, :k], dim=1).values  # [B, K]
-    offsets = torch.arange(frames)[None, :, None] * num_patches  # [1, T, 1]
-    return (offsets + keep[:, None, :]).reshape(batch, frames * k).to(device)
-
-
 class ContrastiveObjective(nn.Module):
     """Stage-1 objective: ``forward(batch)`` -> ``{loss, logit_scale, temperature, ...}``.
 
@@ -93,7 +67,7 @@ class ContrastiveObjective(nn.Module):
             raise ConfigError("the contrastive objective needs a video-text model (an *_lvt_* config with a text tower and MAP head)")
         if options.temperature_init <= 0 or options.max_logit_scale <= 0:
             raise ConfigError("objective.temperature_init and objective.max_logit_scale must be > 0")
-        tube_keep_count(1, options.token_drop_ratio)  # validates the ratio
+        self.dropper = TubeMaskGenerator(options.token_drop_ratio)  # validates the ratio
         self.model = model
         self.options = options
         self.logit_scale = nn.Parameter(
@@ -109,9 +83,8 @@ class ContrastiveObjective(nn.Module):
         """The tube-dropping visible indices for this batch, or None (eval, or ratio 0)."""
         if not self.training or self.options.token_drop_ratio <= 0:
             return None
-        b, t, _, h, _ = video.shape
-        n = (h // self.model.encoder.cfg.patch_size) ** 2
-        return tube_visible(b, t, n, self.options.token_drop_ratio, device=video.device)
+        grid = TokenGrid.from_video(video.shape, self.model.encoder.cfg.patch_size)
+        return self.dropper(video.shape[0], grid, torch.default_generator).visible.to(video.device)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         for key in ("video", "text_ids", "text_paddings"):
@@ -121,25 +94,16 @@ class ContrastiveObjective(nn.Module):
         visible = self.visible_tokens(video)
         crop = self.options.crop_image_temporal_pos and video.shape[1] == 1
         v = self.model.encode_video(video, visible=visible, frame_embeddings=False, crop_temporal_pos=crop).embedding
+        assert v is not None  # the constructor checked for a MAP head
         t = self.model.encode_text(batch["text_ids"], batch["text_paddings"])
         scale = self.scale()
         loss, logits = info_nce(v, t, scale)
         with torch.no_grad():
-            n = logits.shape[0]
-            # In-batch top-1 accuracy; this rank's positives sit at an offset of the gathered columns.
-            acc = (logits.argmax(1) == torch.arange(n, device=logits.device) + _rank_offset(n, logits.shape[1])).float().mean()
+            acc = (logits.argmax(1) == positive_columns(logits.shape[0], logits.device)).float().mean()
         return {"loss": loss, "logit_scale": scale.detach(), "temperature": 1.0 / scale.detach(), "batch_acc": acc}
 
     def export_model(self) -> VideoPrism:
         return self.model
-
-
-def _rank_offset(n: int, columns: int) -> int:
-    import torch.distributed as dist
-
-    if columns == n or not (dist.is_available() and dist.is_initialized()):
-        return 0
-    return n * dist.get_rank()
 
 
 @register_objective("contrastive", options=ContrastiveOptions)
@@ -158,6 +122,4 @@ __all__ = [
     "ContrastiveObjective",
     "ContrastiveOptions",
     "build_contrastive",
-    "tube_keep_count",
-    "tube_visible",
 ]

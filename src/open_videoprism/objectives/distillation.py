@@ -139,14 +139,14 @@ class DistillationObjective(nn.Module):
         if opts.global_distillation:
             pool_dim = teacher.cfg.pooler_dim
             self.global_decoder = GlobalDecoder(v_s.width, v_t.width, opts.decoder, v_t.num_heads, pool_dim)
-            if opts.global_pool_from_teacher:
+            if opts.global_pool_from_teacher and teacher.pooler is not None:  # checked above
                 head = {k: v.float() for k, v in teacher.pooler.state_dict().items()}
                 self.global_decoder.pool.load_state_dict(head)
         self.collate_fn = MaskCollator(build_mask_generator(opts.mask), v_s.patch_size, opts.mask.seed)
 
     # -- the contract ------------------------------------------------------------
 
-    def train(self, mode: bool = True) -> "DistillationObjective":
+    def train(self, mode: bool = True) -> DistillationObjective:
         super().train(mode)
         self.teacher.eval()  # the teacher never switches to training behaviour
         return self

@@ -46,7 +46,7 @@ class LitObjective(ContrastiveObjective):
         model.encoder.requires_grad_(False)
         model.encoder.eval()
 
-    def train(self, mode: bool = True) -> "LitObjective":
+    def train(self, mode: bool = True) -> LitObjective:
         super().train(mode)
         self.model.encoder.eval()  # locked: never switches to training behaviour
         return self

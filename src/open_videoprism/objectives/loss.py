@@ -17,20 +17,14 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-
-def _dist_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from open_videoprism.ranks import get_rank, get_world_size
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` [n, ...] from all ranks along dim 0, differentiably."""
-    _, world = _dist_world()
-    if world == 1:
+    if get_world_size() == 1:
         return x
     from torch.distributed.nn.functional import all_gather
 
@@ -39,6 +33,12 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def positive_columns(n: int, device: torch.device | str | None = None, gather: bool = True) -> torch.Tensor:
+    """Columns of this rank's ``n`` positives among the (gathered) logits: ``rank * n + i``."""
+    offset = n * get_rank() if gather else 0
+    return torch.arange(n, device=device) + offset
 
 
 def info_nce(
@@ -60,17 +60,15 @@ def info_nce(
         raise ValueError(f"video and text embeddings must both be [n, D]; got {tuple(video.shape)} and {tuple(text.shape)}")
     video = video.float()
     text = text.float()
-    rank, world = _dist_world() if gather else (0, 1)
-    if world > 1:
+    if gather and get_world_size() > 1:
         all_video, all_text = gather_with_grad(video), gather_with_grad(text)
     else:
         all_video, all_text = video, text
-    n = video.shape[0]
-    labels = torch.arange(n, device=video.device) + n * rank
+    labels = positive_columns(video.shape[0], video.device, gather)
     logits_per_video = logit_scale * video @ all_text.T
     logits_per_text = logit_scale * text @ all_video.T
     loss = 0.5 * (F.cross_entropy(logits_per_video, labels) + F.cross_entropy(logits_per_text, labels))
     return loss, logits_per_video
 
 
-__all__ = ["gather_with_grad", "info_nce"]
+__all__ = ["gather_with_grad", "info_nce", "positive_columns"]

@@ -83,6 +83,7 @@ class OneStageObjective(nn.Module):
         out = self.model.encode_video(video, visible=visible, frame_embeddings=False)
         text = self.model.encode_text(batch["text_ids"], batch["text_paddings"])
         scale = self.logit_scale.exp().clamp(max=self.options.max_logit_scale)
+        assert out.embedding is not None  # a video-text model (checked at construction)
         loss_con, _ = info_nce(out.embedding, text, scale)
         pred, _ = self.decoder(out.tokens, visible, (grid.frames, grid.height, grid.width))
         masked = torch.ones(pred.shape[:2], device=pred.device).scatter_(1, visible, 0.0)

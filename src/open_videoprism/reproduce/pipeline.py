@@ -21,10 +21,11 @@ import logging
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from functools import partial
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 from open_videoprism.errors import UserError
 from open_videoprism.reproduce.runs import PRESETS, REGIMES, WARMUP, Preset, RunSpec, parse_ablations, plan

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from open_videoprism.atomic import write_text
 from open_videoprism.reproduce.results import METRICS, summarize
@@ -76,8 +77,8 @@ def _plot_probes(results: dict[str, Any], specs: Sequence[RunSpec], path: Path) 
     width = 0.4
     for i, m in enumerate(metrics):
         xs = [x + i * width for x in range(len(names))]
-        means = [stats[(n, m)][0] if stats[(n, m)] else 0.0 for n in names]
-        errs = [(stats[(n, m)][1] or 0.0) if stats[(n, m)] else 0.0 for n in names]
+        means = [s[0] if (s := stats[(n, m)]) else 0.0 for n in names]
+        errs = [(s[1] or 0.0) if (s := stats[(n, m)]) else 0.0 for n in names]
         ax.bar(xs, means, width, yerr=errs, capsize=3, label=HEADERS[m])
         if m in results.get("chance", {}):
             ax.axhline(results["chance"][m], color=f"C{i}", ls=":", lw=1)

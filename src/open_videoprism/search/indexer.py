@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +82,7 @@ def _thumbnail(frame: np.ndarray) -> bytes:
     from PIL import Image
 
     im = Image.fromarray(frame)
-    im = im.resize((max(1, round(im.width * THUMB_HEIGHT / im.height)), THUMB_HEIGHT), Image.BILINEAR)
+    im = im.resize((max(1, round(im.width * THUMB_HEIGHT / im.height)), THUMB_HEIGHT), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=80)
     return buf.getvalue()

@@ -77,7 +77,7 @@ class SearchIndex:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file (--like takes a video file)")
         frames, size = int(self.meta["frames"]), int(self.meta["size"])
-        clip = center_crop(resize_short_side(read_video(path, num_frames=frames, as_tensor=True), size), size)
+        clip = center_crop(resize_short_side(cast(torch.Tensor, read_video(path, num_frames=frames, as_tensor=True)), size), size)
         clip = (clip * 255).round().div(255)  # the index stores uint8 frames: match it
         with torch.inference_mode():
             return self.model.encode_video(clip[None], frame_embeddings=False).embedding.float().numpy()[0]
@@ -87,7 +87,7 @@ class SearchIndex:
             raise UserError("give a text query or --like VIDEO (one of them)")
         if k < 1:
             raise UserError("--top-k must be at least 1")
-        vec = self.embed_text(query) if query is not None else self.embed_video(like)
+        vec = self.embed_video(like) if like is not None else self.embed_text(cast(str, query))
         return self.search_vector(vec, k)
 
     def search_vector(self, vec: np.ndarray, k: int = 10) -> list[Hit]:

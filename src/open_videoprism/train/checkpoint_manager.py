@@ -27,9 +27,10 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -124,7 +125,7 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda{i}"] = s
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state(legacy=True))
     version, pstate, pgauss = random.getstate()
     rest = {
         "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],

@@ -22,8 +22,9 @@ naming the file and the key. The resolved tree is saved as ``config.yaml`` in th
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from open_videoprism.config import Layer, build, override_layers, recipe_layers, recipe_path, to_dict, to_yaml
 from open_videoprism.data.config import VideoDataConfig

@@ -16,10 +16,12 @@ continues from such a state. Three streams:
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -115,20 +117,19 @@ class LoaderStream:
         return asdict(self.loader.state())
 
 
-def interleave_choice(step: int, weights: Sequence[float]) -> int:
-    """Which dataset step ``step`` uses: the one furthest behind its share.
+def interleave(weights: Sequence[float]) -> Iterator[int]:
+    """The dataset of each step, in order: always the one furthest behind its share.
 
     Deterministic and exact over any window (no RNG, so resuming needs only
     the step): with weights 2:1 the order is 0, 1, 0, 0, 1, 0, ...
     """
     total = float(sum(weights))
     counts = [0] * len(weights)
-    choice = 0
-    for s in range(step + 1):
+    for s in itertools.count():
         deficits = [(s + 1) * w / total - c for w, c in zip(weights, counts)]
         choice = max(range(len(weights)), key=lambda i: (deficits[i], -i))
         counts[choice] += 1
-    return choice
+        yield choice
 
 
 class AlternatingStream:
@@ -147,18 +148,13 @@ class AlternatingStream:
         self.streams = [f(s) for f, s in zip(factories, sub)]
         self._iters = [iter(s) for s in self.streams]
         self.batches = int((state or {}).get("batches", 0))
-        self._counts = [0] * len(factories)
+        self._order = interleave(self.weights)
         self._schedule: list[int] = []
 
     def _choice(self, k: int) -> int:
         step = k // self.group
-        while len(self._schedule) <= step:  # extend the cached schedule incrementally
-            s = len(self._schedule)
-            total = float(sum(self.weights))
-            deficits = [(s + 1) * w / total - c for w, c in zip(self.weights, self._counts)]
-            c = max(range(len(self.weights)), key=lambda i: (deficits[i], -i))
-            self._counts[c] += 1
-            self._schedule.append(c)
+        while len(self._schedule) <= step:  # replay the order up to a resumed step once
+            self._schedule.append(next(self._order))
         return self._schedule[step]
 
     def __iter__(self) -> Iterator[Batch]:
@@ -242,12 +238,12 @@ def build_stream_factory(
     if not specs:
         if data is None:
             raise ConfigError("no data: pass --data MANIFEST_OR_SHARDS or list data.datasets in the config")
-        single = loader_factory(str(data), cfg.data, batch_size=cfg.batch_size, **common)  # type: ignore[arg-type]
+        single = loader_factory(str(data), cfg.data, batch_size=cfg.batch_size, **common)
         return single
     factories = [
         loader_factory(
             _resolve(s.source, root), replace(cfg.data, num_frames=s.num_frames or cfg.data.num_frames),
-            batch_size=s.batch_size or cfg.batch_size, **common,  # type: ignore[arg-type]
+            batch_size=s.batch_size or cfg.batch_size, **common,
         )
         for s in specs
     ]
@@ -262,6 +258,6 @@ __all__ = [
     "RandomPairStream",
     "StreamFactory",
     "build_stream_factory",
-    "interleave_choice",
+    "interleave",
     "loader_factory",
 ]

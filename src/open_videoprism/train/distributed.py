@@ -10,12 +10,13 @@ no-ops, so the same code path serves both.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from open_videoprism.ranks import get_rank, get_world_size, is_dist
 
 
 @dataclass(frozen=True)
@@ -63,18 +64,6 @@ def init_distributed(device: str = "auto", backend: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
-def is_dist() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_rank() -> int:
-    return dist.get_rank() if is_dist() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if is_dist() else 1
-
-
 def barrier() -> None:
     if is_dist():
         dist.barrier()
@@ -108,13 +97,6 @@ def unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
-def free_port() -> int:
-    """A free TCP port on localhost (for tests and single-node launches)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cleanup() -> None:
     if is_dist():
         dist.destroy_process_group()
@@ -125,7 +107,6 @@ __all__ = [
     "all_reduce_mean",
     "barrier",
     "cleanup",
-    "free_port",
     "get_rank",
     "get_world_size",
     "init_distributed",

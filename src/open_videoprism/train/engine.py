@@ -23,9 +23,10 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from torch import nn
 
 from open_videoprism.atomic import write_text
 from open_videoprism.errors import CheckpointError, TrainingDiverged, UserError
+from open_videoprism.optim import lr_factor, param_groups, set_lr
 from open_videoprism.runlock import acquire as acquire_run_lock
 from open_videoprism.runlock import release as release_run_lock
 from open_videoprism.train import checkpoint_manager as ckpt
@@ -41,8 +43,7 @@ from open_videoprism.train.config import TrainConfig, objective_options
 from open_videoprism.train.data import StreamFactory
 from open_videoprism.train.distributed import DistInfo, all_reduce_mean, barrier, unwrap, wrap_ddp
 from open_videoprism.train.logging import METRICS_FILE, MetricLogger, Progress, truncate_metrics
-from open_videoprism.train.optim import build_optimizer, param_groups
-from open_videoprism.train.schedule import set_lr
+from open_videoprism.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.show_progress = progress
         wd = cfg.optim.weight_decay
-        groups = objective.param_groups(wd) if hasattr(objective, "param_groups") else param_groups(objective, wd)
+        custom = getattr(objective, "param_groups", None)
+        groups = custom(wd) if callable(custom) else param_groups(objective, wd)
         self.optimizer = build_optimizer(groups, cfg.optim)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.step = 0
@@ -299,7 +301,9 @@ class Trainer:
 
     def _train_step(self, model: nn.Module, batches: Any) -> tuple[dict[str, float], int, float]:
         cfg = self.cfg
-        lr_factor = set_lr(self.optimizer, self.step, cfg.steps, cfg.schedule)
+        sched = cfg.schedule
+        factor = lr_factor(self.step, cfg.steps, sched.warmup_steps, sched.decay, sched.min_lr_ratio)
+        set_lr(self.optimizer, factor)
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         samples = 0
@@ -311,7 +315,8 @@ class Trainer:
             data_s += time.perf_counter() - t0
             samples += int(batch["video"].shape[0]) if "video" in batch else 0
             last = micro == cfg.accum_steps - 1
-            sync = model.no_sync() if (self.info.distributed and not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
+            no_sync = getattr(model, "no_sync", None)  # DDP, also through torch.compile
+            sync = no_sync() if (self.info.distributed and not last and no_sync is not None) else contextlib.nullcontext()
             with sync:
                 with self._autocast():
                     out = model(batch)
@@ -333,7 +338,7 @@ class Trainer:
         if callable(after):
             after(self.step + 1)
         values = {k: v / cfg.accum_steps for k, v in sums.items()}
-        values["lr"] = self.optimizer.param_groups[0]["initial_lr"] * lr_factor
+        values["lr"] = self.optimizer.param_groups[0]["initial_lr"] * factor
         if grad_norm is not None:
             values["grad_norm"] = float(grad_norm)
         return values, samples, data_s
@@ -344,7 +349,7 @@ class Trainer:
         if self.info.is_main and self.run_dir is not None:
             from open_videoprism.checkpoints import save_checkpoint
 
-            model = unwrap(self.objective).export_model()
+            model = cast(Any, unwrap(self.objective)).export_model()
             path = save_checkpoint(
                 self.run_dir / FINAL_DIR / FINAL_MODEL,
                 model.state_dict(),
@@ -355,22 +360,4 @@ class Trainer:
         return path
 
 
-def train(
-    cfg: TrainConfig,
-    make_stream: StreamFactory,
-    run_dir: str | Path | None,
-    *,
-    objective: nn.Module | None = None,
-    teacher: str | None = None,
-    info: DistInfo | None = None,
-    resume: bool = False,
-    stop_after: int | None = None,
-    progress: bool = True,
-) -> TrainResult:
-    """Build the objective (unless given) and run :class:`Trainer` ``fit``."""
-    if objective is None:
-        objective = build_objective(cfg, teacher=teacher)
-    return Trainer(cfg, objective, make_stream, run_dir, info=info, progress=progress).fit(resume=resume, stop_after=stop_after)
-
-
-__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "FINAL_DIR", "FINAL_MODEL", "Trainer", "TrainResult", "TrainingDiverged", "build_objective", "seed_everything", "train"]
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "FINAL_DIR", "FINAL_MODEL", "Trainer", "TrainResult", "TrainingDiverged", "build_objective", "seed_everything"]

@@ -15,8 +15,9 @@ import logging as _pylogging
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from open_videoprism.atomic import write_jsonl
 from open_videoprism.progress import progress_bar
@@ -28,7 +29,7 @@ METRICS_FILE = "metrics.jsonl"
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` (a torn last line from a crash is ignored)."""
-    out = []
+    out: list[dict[str, Any]] = []
     p = Path(path)
     if not p.exists():
         return out
@@ -63,7 +64,7 @@ class MetricLogger:
             return
         run_dir = Path(run_dir)  # type: ignore[arg-type]
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(run_dir / METRICS_FILE, "a")
+        self._file = open(run_dir / METRICS_FILE, "a")  # noqa: SIM115 - held for the run, closed by close()
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
