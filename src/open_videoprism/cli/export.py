@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "hf":
         if out.exists() and not out.is_dir():
             raise UserError(f"{out}: exists and is not a folder; --format hf writes a folder")
-        tok = args.tokenizer or (getattr(model, "tokenizer", None) and model.tokenizer.path)
+        tok = args.tokenizer or (model.tokenizer.path if model.tokenizer is not None else None)
         export_hf(model, out, tokenizer=tok)
         print(f"wrote {out}: config.json, model.safetensors{', spiece.model' if tok else ''}")
     else:
