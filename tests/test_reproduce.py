@@ -58,6 +58,10 @@ def test_smoke_study_runs_every_model_writes_results_and_resumes(tmp_path):
     before = ckpt.stat().st_mtime_ns
     assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--seed", "3", "--seeds", "2"]) == 0
     assert ckpt.stat().st_mtime_ns == before
+    # One seed of it alone reuses that seed's steps (the seed count is not a setting of a seed's steps).
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--seed", "4", "--seeds", "1"]) == 0
+    assert ckpt.stat().st_mtime_ns == before
+    assert json.loads((out / "results.json").read_text())["seeds"] == [4]
 
 
 def test_claims_are_paired_by_seed_and_judged_against_their_spread():

@@ -199,7 +199,8 @@ def seed_jobs(cfg: ReproduceConfig, preset: Preset, seed: int, specs: list[RunSp
 
     root = Path(cfg.out) / f"seed-{seed}"
     data, runs, evals = root / "data", root / "runs", root / "eval"
-    base = {"preset": cfg.preset, **asdict(preset), "seed": seed}
+    # What a seed's steps depend on: not how many other seeds the study has.
+    base = {"preset": cfg.preset, **{k: v for k, v in asdict(preset).items() if k != "seeds"}, "seed": seed}
     synth = f"seed {seed}: synth"
     jobs = [Job(synth, data, base, partial(generate, data, preset.clips, seed=seed, long_videos=preset.long_videos,
                                            workers=1, progress=False))]
