@@ -62,9 +62,7 @@ def build_lit(options: LitOptions, *, train_config: Any, teacher: str | None = N
     if not getattr(train_config.model, "init", None):
         log.warning("lit: model.init is empty, so the text tower and heads start from random weights, not stage 1")
     model = build_model(train_config.model, seed=train_config.seed)
-    loaded, _ = load_into(model, options.locked_encoder, ("encoder.",))
-    if loaded == 0:
-        raise ConfigError(f"objective.locked_encoder: {options.locked_encoder} holds no video encoder weights")
+    loaded, _ = load_into(model, options.locked_encoder, ("encoder.",))  # raises when it holds no encoder
     log.info("lit: locked %d encoder tensors from %s", loaded, options.locked_encoder)
     return LitObjective(model, options)
 

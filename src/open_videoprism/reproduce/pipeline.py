@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from open_videoprism.errors import UserError
-from open_videoprism.reproduce.runs import PRESETS, REGIMES, WARMUP, Preset, RunSpec, parse_ablations, plan
+from open_videoprism.reproduce.results import read_json
+from open_videoprism.reproduce.runs import DEFAULT_ABLATIONS, PRESETS, REGIMES, Preset, RunSpec, parse_ablations, plan
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class ReproduceConfig:
     preset: str = "quick"
     seed: int = 0
     seeds: int | None = None  # None: the preset's
-    ablations: str = ",".join(("no-shuffle", "no-global", "tube"))
+    ablations: str = ",".join(DEFAULT_ABLATIONS)
     regimes: tuple[str, ...] = REGIMES
     clips: int | None = None
     steps1: int | None = None
@@ -85,7 +86,7 @@ class Job:
 
 def _finished(job: Job) -> float | None:
     """The recorded seconds of a job finished with the same settings, else None."""
-    done = _read_json(job.folder / DONE)
+    done = read_json(job.folder / DONE)
     if done is not None and done.get("settings") == json.loads(json.dumps(job.settings)):
         return float(done.get("seconds", 0.0))
     return None
@@ -145,13 +146,6 @@ def execute(jobs: list[Job], workers: int, threads: int, force: bool) -> dict[st
     return timings
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def run_steps(spec: RunSpec, preset: Preset) -> int:
     return {"stage1": preset.steps1, "stage2": preset.steps2, "both": preset.steps1 + preset.steps2}[spec.steps]
 
@@ -167,7 +161,12 @@ def evaluate(task: str, *, checkpoint: Path, data: Path, out: Path, cache: Path,
 def _pretrain(spec: RunSpec, preset: Preset, data: Path, runs: Path, seed: int, progress: bool) -> None:
     assert spec.recipe is not None
     steps = run_steps(spec, preset)
-    overrides = [f"seed={seed}", f"steps={steps}", f"schedule.warmup_steps={max(1, round(WARMUP[spec.recipe] * steps))}"]
+    from open_videoprism.train.config import load_config
+
+    # The recipe's own warmup fraction (the paper's proportions), kept when the preset changes the length.
+    recipe = load_config(spec.recipe)
+    warmup = max(1, round(recipe.schedule.warmup_steps / recipe.steps * steps))
+    overrides = [f"seed={seed}", f"steps={steps}", f"schedule.warmup_steps={warmup}"]
     if spec.init:
         overrides.append(f"model.init={runs / spec.init}")
     if spec.locked:

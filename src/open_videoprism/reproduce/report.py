@@ -63,17 +63,15 @@ def models_table(results: dict[str, Any], specs: Sequence[RunSpec]) -> list[str]
 
 
 def _plot_probes(results: dict[str, Any], specs: Sequence[RunSpec], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     names = [s.name for s in specs if s.probe]
     metrics = ["appearance_top1", "motion_top1"]
     stats = {(n, m): summarize(results, n, m) for n in names for m in metrics}
     if not any(stats.values()):
         return False
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4.0))
+    fig = Figure(figsize=(max(6.0, 1.1 * len(names) + 2), 4.0))
+    ax = fig.subplots()
     width = 0.4
     for i, m in enumerate(metrics):
         xs = [x + i * width for x in range(len(names))]
@@ -89,21 +87,18 @@ def _plot_probes(results: dict[str, Any], specs: Sequence[RunSpec], path: Path) 
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
 def _plot_losses(out: Path, seed: int, specs: Sequence[RunSpec], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     logs = {s.name: read_metrics(out / f"seed-{seed}" / "runs" / s.name / "metrics.jsonl") for s in specs if s.recipe}
     logs = {n: rows for n, rows in logs.items() if rows}
     if not logs:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig = Figure(figsize=(12, 4))
+    axes = fig.subplots(1, 2)
     for name, rows in logs.items():
         if "loss_local" in rows[-1]:
             for key, style in (("loss_local", "-"), ("loss_global", "--")):
@@ -122,7 +117,6 @@ def _plot_losses(out: Path, seed: int, specs: Sequence[RunSpec], path: Path) -> 
             ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 

@@ -73,7 +73,8 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing or unreadable (an unfinished step)."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -85,7 +86,7 @@ def read_run_metrics(eval_dir: Path) -> tuple[dict[str, float | None], dict[str,
     metrics: dict[str, float | None] = {}
     chance: dict[str, float] = {}
     for key, (folder, field) in METRICS.items():
-        m = _read(eval_dir / folder / "metrics.json")
+        m = read_json(eval_dir / folder / "metrics.json")
         value = (m or {}).get("metrics", {}).get(field)
         metrics[key] = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
         c = (m or {}).get("chance", {}).get(field)

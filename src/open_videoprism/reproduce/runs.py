@@ -40,8 +40,6 @@ PRESETS: dict[str, Preset] = {
     "full": Preset(clips=4000, long_videos=24, steps1=2000, probe_epochs=240, probe_lr=1e-3, seeds=3),
 }
 
-# Warmup as a fraction of each run's steps, the paper's proportions (Table 10).
-WARMUP = {"stage1-tiny": 0.1, "stage2-tiny": 1 / 12, "one-stage-tiny": 0.1, "lit-tiny": 0.1}
 
 
 @dataclass(frozen=True)
@@ -134,4 +132,4 @@ def plan(ablations: list[str], regimes: tuple[str, ...] = REGIMES) -> list[RunSp
     return runs
 
 
-__all__ = ["ABLATIONS", "DEFAULT_ABLATIONS", "PRESETS", "REGIMES", "WARMUP", "Preset", "RunSpec", "parse_ablations", "plan"]
+__all__ = ["ABLATIONS", "DEFAULT_ABLATIONS", "PRESETS", "REGIMES", "Preset", "RunSpec", "parse_ablations", "plan"]
