@@ -1,8 +1,6 @@
-"""The declared initialisation scheme (timm / V-JEPA), measured, and the declared weight-decay exemptions."""
+"""The declared initialisation scheme (the official lecun_normal), measured, and the declared weight-decay exemptions."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ from open_videoprism.eval.captioning import VideoTextDecoder
 from open_videoprism.eval.localization import TemporalHead
 from open_videoprism.eval.probes import AttentiveProbe
 from open_videoprism.models.decoders import DecoderConfig, TokenDecoder
-from open_videoprism.models.layers import INIT_STD, Transformer
+from open_videoprism.models.layers import Transformer, fan_in_std
 from open_videoprism.optim import param_groups
 
 
@@ -21,23 +19,29 @@ def _std(t: torch.Tensor) -> float:
     return float(t.detach().float().std())
 
 
-def test_transformer_weights_are_truncated_normal_and_residual_projections_depth_scaled() -> None:
+def test_transformer_weights_follow_the_official_lecun_normal() -> None:
     torch.manual_seed(0)
-    depth = 4
-    stack = Transformer(depth, 256, 4, 1024)
-    for layer_id, block in enumerate(stack.blocks, start=1):
-        for dense in (block.attn.q, block.attn.k, block.attn.v, block.mlp.fc1):
-            assert _std(dense.weight) == pytest.approx(INIT_STD, rel=0.02)
-            assert dense.weight.abs().max() <= 2.0 and not dense.bias.any()
-        scaled = INIT_STD / math.sqrt(2 * layer_id)
-        for dense in (block.attn.out, block.mlp.fc2):
-            assert _std(dense.weight) == pytest.approx(scaled, rel=0.02), (layer_id, dense)
+    dim, heads, mlp = 256, 4, 1024
+    stack = Transformer(4, dim, heads, mlp)
+    for block in stack.blocks:
+        # Attention kernels are [D, heads, head_dim] in the official code: flax fan-in D * heads.
+        for dense in (block.attn.q, block.attn.k, block.attn.v, block.attn.out):
+            assert _std(dense.weight) == pytest.approx((dim * heads) ** -0.5, rel=0.03)
             assert not dense.bias.any()
+        assert _std(block.mlp.fc1.weight) == pytest.approx(dim**-0.5, rel=0.03)
+        assert _std(block.mlp.fc2.weight) == pytest.approx(mlp**-0.5, rel=0.03)  # fan-in of fc2 is the MLP width
+        assert not block.mlp.fc1.bias.any() and not block.mlp.fc2.bias.any()
         for norm in (block.norm1, block.norm2):
             assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and not norm.bias.any()
-    # Re-initialising gives the same statistics (no compounding of the depth scale).
-    stack.blocks[-1].init_weights()
-    assert _std(stack.blocks[-1].attn.out.weight) == pytest.approx(INIT_STD / math.sqrt(2 * depth), rel=0.02)
+    # Re-initialising gives the same statistics.
+    stack.blocks[-1].attn.init_weights()
+    assert _std(stack.blocks[-1].attn.out.weight) == pytest.approx((dim * heads) ** -0.5, rel=0.03)
+
+
+def test_fan_in_std_scales_with_width() -> None:
+    # The reason for the scheme: a fixed 0.02 is 6x below 1/sqrt(fan_in) at width 64.
+    assert fan_in_std(torch.empty(8, 64)) == pytest.approx(0.125)
+    assert fan_in_std(torch.empty(8, 3, 18, 18)) == pytest.approx((3 * 18 * 18) ** -0.5)
 
 
 def test_model_tables_embeddings_and_queries() -> None:
@@ -45,9 +49,10 @@ def test_model_tables_embeddings_and_queries() -> None:
     model = ovp.create_model("videoprism_lvt_test_tiny")
     enc, text = model.encoder, model.text
     assert text is not None and model.pooler is not None
-    assert _std(enc.patch_embed.weight) == pytest.approx(INIT_STD, rel=0.05) and not enc.patch_embed.bias.any()
-    both = torch.cat([enc.spatial_pos.flatten(), enc.temporal_pos.flatten()])
-    assert _std(both) == pytest.approx(INIT_STD, rel=0.1)
+    patch = enc.patch_embed.weight
+    assert _std(patch) == pytest.approx(patch[0].numel() ** -0.5, rel=0.05) and not enc.patch_embed.bias.any()
+    for table in (enc.spatial_pos, enc.temporal_pos):  # lecun_normal over [rows, D]: fan-in = rows
+        assert _std(table) == pytest.approx(table.shape[0] ** -0.5, rel=0.15)
     # Scaled by sqrt(D) in the forward, so drawn at D ** -0.5.
     width = text.cfg.width
     assert _std(text.token_embed.weight) == pytest.approx(width**-0.5, rel=0.02)

@@ -82,8 +82,9 @@ class TokenDecoder(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        for p in (self.mask_token, self.spatial_pos, self.temporal_pos):
-            trunc_normal_(p, std=INIT_STD)
+        trunc_normal_(self.mask_token, std=INIT_STD)
+        for table in (self.spatial_pos, self.temporal_pos):  # as the encoder's tables: 1 / sqrt(rows)
+            trunc_normal_(table, std=table.shape[0] ** -0.5)
         init_dense(self.proj_in)
         init_dense(self.proj_out)
         init_norm(self.norm)

@@ -12,15 +12,15 @@ Conventions that matter for parity (see docs/architecture.md):
 * The attention-pooling (MAP) head scales queries with a learned per-dim scale
   (softplus, 1.442695041 / sqrt(head_dim)) and has no logit cap.
 
-Initialisation (timm / V-JEPA): every module declares its scheme in
-``init_weights()``, called at the end of its constructor. Linear, convolution
-and embedding weights are truncated normal with std 0.02 (cut at +-2, i.e. a
-normal in practice, as timm does), biases zero, LayerNorms the identity; the
-``l``-th :class:`Block` of a stack (from 1) divides its residual output
-projections (attention ``out``, MLP ``fc2``) by ``sqrt(2 l)``, so the residual
-stream's variance does not grow with depth. Loading a checkpoint
-overwrites all of it. Modules also declare the parameters that take no weight
-decay in ``no_weight_decay()`` (see :mod:`open_videoprism.optim`).
+Initialisation (the official code's, flax ``lecun_normal``): every module declares its
+scheme in ``init_weights()``, called at the end of its constructor. Dense and convolution
+weights are truncated normal with std ``1 / sqrt(fan_in)``; attention projections, kept by
+the official code as ``[D, heads, head_dim]`` kernels whose flax fan-in is ``D * heads``,
+use ``1 / sqrt(D * heads)``; position tables ``1 / sqrt(rows)``; biases zero, LayerNorms the
+identity. A fixed std (timm's 0.02) suits width 768 but is 6x too small at the test models'
+width 64, where it left stage 1 barely trained (docs/reproduce.md). Loading a checkpoint
+overwrites all of it. Modules also declare the parameters that take no weight decay in
+``no_weight_decay()`` (see :mod:`open_videoprism.optim`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ _MASK_VALUE = -0.7 * torch.finfo(torch.float32).max
 # 1 / softplus(0): makes PerDimScale exactly 1/sqrt(head_dim) at init.
 _R_SOFTPLUS_0 = 1.442695041
 
-INIT_STD = 0.02
+INIT_STD = 0.02  # fixed std for the few tensors with no fan-in (decoder MASK token)
 
 NormPolicy = Literal["pre", "primer_hybrid"]
 
@@ -61,9 +61,14 @@ def trunc_normal_(tensor: torch.Tensor, std: float = INIT_STD, bound: float = 2.
     return tensor.normal_(0.0, std).clamp_(-bound, bound)
 
 
-def init_dense(layer: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Embedding, std: float = INIT_STD) -> None:
-    """Truncated-normal weight (std ``std``), zero bias: the scheme of every dense layer."""
-    trunc_normal_(layer.weight, std=std)
+def fan_in_std(weight: torch.Tensor) -> float:
+    """``1 / sqrt(fan_in)`` of a ``[out, in, *kernel]`` weight (flax's ``lecun_normal``)."""
+    return float(weight[0].numel()) ** -0.5
+
+
+def init_dense(layer: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Embedding, std: float | None = None) -> None:
+    """Truncated-normal weight (std ``std``, default ``1 / sqrt(fan_in)``), zero bias."""
+    trunc_normal_(layer.weight, std=fan_in_std(layer.weight) if std is None else std)
     bias = getattr(layer, "bias", None)
     if bias is not None:
         nn.init.zeros_(bias)
@@ -123,8 +128,10 @@ class Attention(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
+        # The official [D, heads, head_dim] kernels: flax's fan-in is D * heads.
+        std = (self.q.in_features * self.num_heads) ** -0.5
         for layer in (self.q, self.k, self.v, self.out):
-            init_dense(layer)
+            init_dense(layer, std)
         if self.per_dim_scale is not None:
             nn.init.zeros_(self.per_dim_scale)  # softplus(0) * 1.442695041 = 1: the plain 1/sqrt(head_dim)
 
@@ -221,13 +228,10 @@ class Block(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Norms the identity; the two projections that write into the residual stream
-        (attention ``out``, MLP ``fc2``) drawn with std ``0.02 / sqrt(2 * layer_id)``."""
+        """Norms the identity (the sub-layers initialise themselves)."""
         for m in self.children():
             if isinstance(m, nn.LayerNorm):
                 init_norm(m)
-        for layer in (self.attn.out, self.mlp.fc2):
-            init_dense(layer, INIT_STD / math.sqrt(2.0 * self.layer_id))
 
     def forward(
         self, x: torch.Tensor, key_mask: torch.Tensor | None = None, causal: bool = False

@@ -25,7 +25,6 @@ from torch import nn
 from open_videoprism.errors import InputError
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
 from open_videoprism.models.layers import (
-    INIT_STD,
     AttentionPool,
     NormPolicy,
     Transformer,
@@ -140,8 +139,9 @@ class FactorizedEncoder(nn.Module):
 
     def init_weights(self) -> None:
         init_dense(self.patch_embed)
-        trunc_normal_(self.spatial_pos, std=INIT_STD)
-        trunc_normal_(self.temporal_pos, std=INIT_STD)
+        # lecun_normal over a [rows, D] table: fan-in = rows (official)
+        trunc_normal_(self.spatial_pos, std=self.spatial_pos.shape[0] ** -0.5)
+        trunc_normal_(self.temporal_pos, std=self.temporal_pos.shape[0] ** -0.5)
         init_norm(self.spatial_norm)
         init_norm(self.temporal_norm)
 
