@@ -17,7 +17,6 @@ from open_videoprism.objectives.distillation import (
     DistillationOptions,
     build_distillation,
     cosine_distance,
-    instance_norm_tokens,
 )
 
 SMALL_DECODER = DecoderConfig(width=32, depth=1, num_heads=4, mlp_dim=64)
@@ -136,25 +135,6 @@ def test_ablation_switches() -> None:
     weighted = _objective(local_weight=0.5, global_weight=2.0)
     out = weighted(weighted.collate_fn(_batch()), generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out["loss"], 0.5 * out["loss_local"] + 2.0 * out["loss_global"])
-
-
-def test_instance_norm_targets_standardise_each_channel_over_the_clip() -> None:
-    g = torch.Generator().manual_seed(0)
-    tokens = 3.0 + 2.0 * torch.randn(2, 64, 8, generator=g)
-    out = instance_norm_tokens(tokens)
-    assert torch.allclose(out.mean(1), torch.zeros(2, 8), atol=1e-5)
-    assert torch.allclose(out.var(1, unbiased=False), torch.ones(2, 8), atol=1e-4)
-    # A token equal to its clip's mean becomes zero: the clip-mean part leaves the target.
-    same = torch.ones(1, 5, 8) * torch.arange(8.0)
-    assert torch.allclose(instance_norm_tokens(same), torch.zeros(1, 5, 8))
-    plain, normed = _objective(), _objective(target_norm="instance")
-    video = _batch()["video"]
-    t_plain, e_plain = plain.teacher_targets(video)
-    t_norm, e_norm = normed.teacher_targets(video)
-    assert torch.allclose(t_norm, instance_norm_tokens(t_plain), atol=1e-5)
-    assert e_plain is not None and e_norm is not None and torch.equal(e_plain, e_norm)  # global target unchanged
-    with pytest.raises(ConfigError, match="target_norm"):
-        _objective(target_norm="layer")
 
 
 def test_global_head_starts_from_the_teacher_map_head() -> None:

@@ -73,10 +73,6 @@ class DistillationOptions:
             (e.g. a larger student under a base teacher).
         global_pool_from_teacher: start the global branch's MAP head from the
             teacher's stage-1 MAP head (its target's own head) when shapes match.
-        target_norm: ``none`` (paper: the teacher's token embeddings as they are) or
-            ``instance``: each channel of the teacher's tokens standardised over the
-            clip's tokens (data2vec's instance norm), which removes the clip-mean part
-            that a small teacher's tokens are mostly made of (docs/reproduce.md).
     """
 
     shuffle: bool = True
@@ -88,17 +84,6 @@ class DistillationOptions:
     teacher_dtype: str = "fp32"
     student_from_teacher: bool = True
     global_pool_from_teacher: bool = True
-    target_norm: str = "none"
-
-
-_TARGET_NORMS = ("none", "instance")
-
-
-def instance_norm_tokens(tokens: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Standardise each channel of ``[B, L, D]`` tokens over the ``L`` tokens of its sample."""
-    mean = tokens.mean(dim=1, keepdim=True)
-    var = tokens.var(dim=1, keepdim=True, unbiased=False)
-    return (tokens - mean) * torch.rsqrt(var + eps)
 
 
 def cosine_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -136,8 +121,6 @@ class DistillationObjective(nn.Module):
         opts = options or DistillationOptions()
         if opts.teacher_dtype not in _DTYPES:
             raise ConfigError(f"objective.teacher_dtype: {opts.teacher_dtype!r} is not one of {', '.join(_DTYPES)}")
-        if opts.target_norm not in _TARGET_NORMS:
-            raise ConfigError(f"objective.target_norm: {opts.target_norm!r} is not one of {', '.join(_TARGET_NORMS)}")
         if opts.global_distillation and teacher.pooler is None:
             raise ConfigError(
                 "objective.global_distillation needs a teacher with a MAP head (a stage-1 LvT model); "
@@ -178,10 +161,7 @@ class DistillationObjective(nn.Module):
         self.teacher.eval()
         out = self.teacher.encode_video(video.to(self.teacher.dtype), frame_embeddings=False)
         emb = out.embedding.float() if out.embedding is not None else None
-        tokens = out.tokens.float()
-        if self.options.target_norm == "instance":
-            tokens = instance_norm_tokens(tokens)
-        return tokens, emb
+        return out.tokens.float(), emb
 
     def student_tokens(self, video: torch.Tensor, visible_idx: torch.Tensor) -> torch.Tensor:
         """The student encoder's outputs on the visible tokens, ``[B, V, D]``."""
