@@ -48,7 +48,7 @@ def test_warmup_cosine_schedule():
 def test_attentive_probe_separates_a_separable_token_set():
     x, y = separable_tokens(256, 4, seed=0)
     xt, yt = separable_tokens(200, 4, seed=1)
-    cfg = ProbeConfig(kind="attentive", epochs=20, batch_size=32, lr=2e-3, seed=0)
+    cfg = ProbeConfig(kind="attentive", epochs=30, batch_size=32, lr=2e-3, seed=0)
     probe, hist = train_probe(x, y, 4, cfg, val_features=xt, val_labels=yt, progress=False)
     acc = topk_accuracy(predict(probe, xt), yt)["top1"]
     assert acc >= 95.0, acc

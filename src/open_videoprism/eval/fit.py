@@ -47,7 +47,9 @@ def fit(
     steps = max(1, num_samples // bs if drop_last else -(-num_samples // bs))
     total = epochs * steps
     warmup = int(warmup_fraction * total)
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    # foreach: one multi-tensor update instead of a Python loop over parameters; on the CPU too it
+    # halves a small probe's step (36 -> 19 ms, 64-wide MAP probe, 1 thread, docs/benchmarks.md).
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, "cosine"))
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
