@@ -22,13 +22,15 @@ def build_optimizer(groups: Iterable[dict[str, Any]], cfg: OptimConfig) -> torch
         raise ConfigError("the objective has no trainable parameters")
     if cfg.name == "adamw":
         adam: dict[str, Any] = {k: v for k, v in (("betas", cfg.betas), ("eps", cfg.eps)) if v is not None}
+        # fused: one kernel over all parameters, on the CPU too (tiny model, 1 thread: 8 ms a step
+        # against 42 ms for the per-parameter loop torch picks by default off CUDA; docs/benchmarks.md).
         opt: torch.optim.Optimizer = torch.optim.AdamW(
-            groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False, **adam
+            groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True, **adam
         )
     elif cfg.name == "adafactor":
         # torch's Adafactor: beta2 follows the t^-0.8 decay of the paper's recipe; OptimConfig
         # refuses AdamW's betas/eps with it.
-        opt = torch.optim.Adafactor(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
+        opt = torch.optim.Adafactor(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     else:
         raise ConfigError(f"optim.name: unknown optimiser {cfg.name!r}; use adamw or adafactor")
     for g in opt.param_groups:
