@@ -101,6 +101,10 @@ def encoder_only(model: VideoPrism) -> VideoPrism:
 class DistillationObjective(nn.Module):
     """Stage-2 objective (see the module docstring).
 
+    The teacher is a *frozen submodule* (``frozen_submodules``): the engine never
+    checkpoints it (the builder reloads it from ``--teacher``) and places it under
+    FSDP as ``distributed.frozen`` says.
+
     Args:
         teacher: the stage-1 model; needs a MAP head when ``global_distillation``.
         options: :class:`DistillationOptions`.
@@ -109,6 +113,8 @@ class DistillationObjective(nn.Module):
             of the decoder's position tables (default: the student config's; other
             clip sizes are served by resizing the tables).
     """
+
+    frozen_submodules: tuple[str, ...] = ("teacher",)
 
     def __init__(
         self,
