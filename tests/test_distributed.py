@@ -236,3 +236,31 @@ def test_fsdp_stage2_killed_on_2_ranks_resumes_on_1_rank_with_accumulation(tmp_p
     assert set(sa) == set(sb)
     for k in sa:
         torch.testing.assert_close(sb[k], sa[k], rtol=1e-3, atol=1e-5)
+
+
+def test_features_split_over_two_ranks_match_one_process(tmp_path: Path) -> None:
+    from open_videoprism.data import synthetic
+    from open_videoprism.eval.features import FeatureConfig, extract_features, load_features
+
+    synthetic.generate(tmp_path / "synth", clips=8, long_videos=0, cfg=synthetic.SynthConfig(num_frames=8), progress=False)
+    manifest = tmp_path / "synth" / "test.jsonl"
+    torch.manual_seed(0)
+    model = ovp.create_model("videoprism_lvt_test_tiny")
+    ckpt_path = ovp.save_checkpoint(tmp_path / "m" / "model.safetensors", model.state_dict(), model.cfg)
+    args = [str(manifest), "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "two"), "--batch-size", "2",
+            "--shard-size", "2", "--no-tokens", "--device", "cpu"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port())]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([*launcher, "-m", "open_videoprism.cli.main", "features", *args], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = load_features(tmp_path / "two")
+    one = load_features(extract_features(ovp.load(ckpt_path), manifest, tmp_path / "one",
+                                         FeatureConfig(batch_size=2, shard_size=2, store_tokens=False), progress=False))
+    n = len(manifest.read_text().splitlines())
+    assert two.index.tolist() == list(range(n))  # every video once: no padding, no duplicates
+    torch.testing.assert_close(two.mean_tokens, one.mean_tokens, rtol=1e-4, atol=1e-5)
+    meta = json.loads((tmp_path / "two" / "progress.json").read_text())
+    assert meta["world_size"] == 2 and any(s.startswith("shard-r1-") for s in meta["shards"])
+    # Rerunning the finished job is a no-op.
+    r = subprocess.run([*launcher, "-m", "open_videoprism.cli.main", "features", *args], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]

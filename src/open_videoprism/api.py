@@ -281,11 +281,26 @@ def extract_features(
         raise UserError(f"{manifest}: manifest not found")
     base = [("features", to_dict(config))] if config is not None else []
     cfg = build(FeatureConfig, [*base, *override_layers(overrides)], source="features")
-    from open_videoprism.runlock import run_lock
+    from open_videoprism.ranks import is_dist
+    from open_videoprism.runlock import acquire, release
+    from open_videoprism.train.distributed import barrier, cleanup, init_distributed
 
-    model = _frozen_model(checkpoint, device)
-    with run_lock(out):  # one writer per output folder
-        return extract(model, str(manifest), out, cfg, checkpoint=str(checkpoint), overwrite=overwrite, progress=progress)
+    # Under torchrun every rank extracts its share of the manifest (eval/features.py).
+    started = not is_dist()
+    info = init_distributed(device or "auto")
+    lock = None
+    try:
+        model = _frozen_model(checkpoint, str(info.device))
+        if info.is_main:  # one job per output folder; its ranks share it
+            lock = acquire(out)
+        barrier()
+        return extract(model, str(manifest), out, cfg, checkpoint=str(checkpoint), overwrite=overwrite,
+                       progress=progress)
+    finally:
+        if lock is not None:
+            release(lock)
+        if started:  # leave a caller's own process group alone
+            cleanup()
 
 
 __all__ = ["evaluate", "extract_features", "pretrain"]
