@@ -166,3 +166,25 @@ def test_rng_and_optimizer_state_roundtrip() -> None:
         opt2.load_state_dict(back)
         for k, v in opt.state_dict()["state"][0].items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(opt2.state_dict()["state"][0][k])), (name, k)
+
+
+def test_a_format_1_checkpoint_of_earlier_versions_still_resumes(tmp_path: Path) -> None:
+    full = _trainer(tmp_path / "full").fit()
+    run = tmp_path / "old"
+    trainer = _trainer(run)
+    trainer.fit(stop_after=2)
+    # Rewrite step 2 the way earlier versions did: one state.safetensors, positional optimiser state, RNG.
+    cdir = run / "checkpoints"
+    data = ckpt.read_meta(cdir / "step_0000002")["data"]
+    shutil.rmtree(cdir / "step_0000002")
+    tensors = {f"model.{k}": v for k, v in trainer.objective.state_dict().items()}
+    opt_tensors, opt_rest = ckpt.flatten_optimizer(trainer.optimizer.state_dict())
+    tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
+    rng_t, rng_rest = ckpt.capture_rng()
+    tensors.update({f"rng.0.{k}": v for k, v in rng_t.items()})
+    old = ckpt.save(cdir, 2, tensors, {"optimizer": opt_rest, "rng": [rng_rest], "data": data, "world_size": 1})
+    assert ckpt.read_meta(old)["format_version"] == 1
+    rest = _trainer(run, seed_shift=99).fit(resume=True)
+    assert rest.resumed_from == 2
+    assert [rest.losses[s] for s in (3, 4)] == [full.losses[s] for s in (3, 4)]
+    assert ckpt.read_meta(cdir / "step_0000004")["format_version"] == ckpt.FORMAT_VERSION
