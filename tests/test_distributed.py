@@ -279,3 +279,23 @@ def test_features_split_over_two_ranks_match_one_process(tmp_path: Path) -> None
     # Rerunning the finished job is a no-op.
     r = subprocess.run([*launcher, "-m", "open_videoprism.cli.main", "features", *args], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_gpu_check_script_dry_run_on_cpu(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_distributed_check.py"
+    out = tmp_path / "check.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(_free_port())}
+    r = subprocess.run([sys.executable, str(script), "--dry-run", "--json", str(out)], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["dry_run"] and all(got[k]["ok"] for k in ("gloo", "sdpa", "stage2_fsdp", "stage1_fsdp_accum"))
+    assert got["stage2_fsdp"]["resumed_from"] == 2
+
+
+def test_fsdp_refuses_adafactor_at_config_time() -> None:
+    from open_videoprism.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="adafactor"):
+        load_config("b16-stage2", ["distributed.strategy=fsdp"])
+    assert load_config("b16-stage2", ["distributed.strategy=fsdp", "optim.name=adamw"]).distributed.strategy == "fsdp"

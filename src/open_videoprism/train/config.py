@@ -215,6 +215,12 @@ class TrainConfig:
         if not isinstance(self.objective.get("name", "contrastive"), str):
             raise ConfigError("objective.name: must name a registered objective (e.g. contrastive)")
         _check_device(self.device)
+        if self.distributed.strategy == "fsdp" and self.optim.name == "adafactor":
+            # torch's Adafactor squares its column statistics in place, which DTensor refuses on a sharded
+            # parameter (RuntimeError: aten.pow_.Scalar ... _NormPartial); checked here rather than at step 1.
+            raise ConfigError("optim.name: adafactor does not run on FSDP2-sharded parameters (torch's Adafactor uses "
+                              "in-place ops DTensor refuses); use optim.name=adamw with distributed.strategy=fsdp, "
+                              "or distributed.strategy=ddp")
         if self.model.name:
             from open_videoprism.models import get_config
 

@@ -175,10 +175,10 @@ def parallelize(objective: nn.Module, info: DistInfo, cfg: Any, precision: str =
 
     ``cfg`` is the run's :class:`~open_videoprism.train.config.DistributedConfig`.
     """
+    if cfg.strategy == "fsdp" and is_dist():  # also on one rank inside a process group (benchmarks/gpu_distributed_check.py)
+        return apply_fsdp(objective, info, precision, cfg.frozen, cfg.reshard_after_forward)
     if not info.distributed:
         return objective
-    if cfg.strategy == "fsdp":
-        return apply_fsdp(objective, info, precision, cfg.frozen, cfg.reshard_after_forward)
     return wrap_ddp(objective, info, cfg.find_unused_parameters)
 
 
