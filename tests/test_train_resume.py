@@ -188,3 +188,23 @@ def test_a_format_1_checkpoint_of_earlier_versions_still_resumes(tmp_path: Path)
     assert rest.resumed_from == 2
     assert [rest.losses[s] for s in (3, 4)] == [full.losses[s] for s in (3, 4)]
     assert ckpt.read_meta(cdir / "step_0000004")["format_version"] == ckpt.FORMAT_VERSION
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_forged_dcp_index_cannot_run_code(tmp_path: Path) -> None:
+    import hashlib
+    import pickle
+
+    _trainer(tmp_path).fit(stop_after=2)
+    step = tmp_path / "checkpoints" / "step_0000002"
+    index = step / ckpt.DCP_METADATA
+    index.write_bytes(pickle.dumps(_Evil()))
+    meta = json.loads((step / ckpt.META_FILE).read_text())  # make the forgery pass the size and hash checks
+    meta["files"][ckpt.DCP_METADATA] = {"size": index.stat().st_size, "sha256": hashlib.sha256(index.read_bytes()).hexdigest()}
+    (step / ckpt.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="refusing to load posix.system"):
+        ckpt.read_tensors(step)

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -208,6 +209,46 @@ def save(directory: str | os.PathLike, step: int, tensors: Mapping[str, torch.Te
     return final
 
 
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP's ``.metadata`` index with only the classes it is made of (DCP's own metadata
+    types, torch sizes, dtypes and layouts, plain containers), so a forged checkpoint cannot run code."""
+
+    _TORCH = {"Size", "device", "contiguous_format", "preserve_format", "channels_last", "strided"}
+
+    def find_class(self, module: str, name: str) -> Any:
+        ok = (
+            module.startswith("torch.distributed.checkpoint.")
+            or (module == "torch" and (name in self._TORCH or isinstance(getattr(torch, name, None), torch.dtype)))
+            or (module == "builtins" and name in {"dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bytes", "bool", "object", "getattr"})
+            or (module == "collections" and name == "OrderedDict")
+            or (module == "torch.serialization" and name == "_get_layout")
+            or (module == "pathlib" and name in {"Path", "PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"})
+            or (module == "copyreg" and name in {"_reconstructor", "__newobj__"})
+            or module == "enum"
+        )
+        if not ok:
+            raise pickle.UnpicklingError(f"{DCP_METADATA}: refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _safe_reader(path: str | os.PathLike) -> Any:
+    """DCP's file-system reader with a restricted unpickler for its metadata (its tensors it already
+    reads with ``weights_only=True``)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class SafeReader(dcp.FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            with open(Path(path) / DCP_METADATA, "rb") as f:
+                metadata = _MetadataUnpickler(f).load()
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeReader(str(path))
+
+
 @contextlib.contextmanager
 def _single_process_quiet() -> Iterator[None]:
     """DCP warns that it assumes one process when there is no process group: that is the intent here."""
@@ -260,7 +301,7 @@ def load_sharded(path: str | os.PathLike, state: dict[str, Any]) -> None:
     from open_videoprism.ranks import is_dist
 
     with _single_process_quiet():
-        dcp.load(state, storage_reader=dcp.FileSystemReader(str(path)), no_dist=not is_dist())
+        dcp.load(state, storage_reader=_safe_reader(path), no_dist=not is_dist())
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -281,7 +322,7 @@ def read_tensors(path: str | os.PathLike, prefix: str = "") -> dict[str, torch.T
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    reader = dcp.FileSystemReader(str(path))
+    reader = _safe_reader(path)
     md = reader.read_metadata()
     state = {
         k: torch.empty(m.size, dtype=m.properties.dtype)
