@@ -11,8 +11,10 @@ a second step:
   (``VmHWM`` after resetting it through ``/proc/self/clear_refs``; Linux only), which adds
   activations, communication buffers, the allocator's slack and the Python/torch runtime.
 
-    python benchmarks/distributed_memory.py                              # b16-stage2, 8 x 144 px, 1 clip per rank
-    python benchmarks/distributed_memory.py --frames 8 --size 288 --json out.json
+    python benchmarks/distributed_memory.py --strategies ddp fsdp fsdp-shard --json mem.json optim.name=adamw
+    python benchmarks/distributed_memory.py --frames 8 --size 288 optim.name=adamw
+
+(``optim.name=adamw``: the recipe's Adafactor does not run under FSDP2; docs/distributed.md.)
 
 Clip size matters little here: with activation checkpointing and one clip per rank the
 activations are small next to the model state, which is what sharding divides.
