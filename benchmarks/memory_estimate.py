@@ -56,7 +56,8 @@ def param_counts(name: str, frames: int) -> dict[str, int]:
         decoders = TokenDecoder(cfg.vision.width, cfg.vision.width, dec, grid)
         global_dec = GlobalDecoder(cfg.vision.width, cfg.vision.width, dec, cfg.vision.num_heads, cfg.pooler_dim)
     block = 12 * cfg.vision.width**2  # attention 4 w^2 + MLP 2 x 4 w^2 (mlp_dim = 4 w)
-    return {"stage1": _count(full), "teacher": _count(full), "student": _count(encoder) + _count(decoders) + _count(global_dec),
+    teacher = _count(full) - (_count(full.text) if full.text is not None else 0)  # stage 2 drops the teacher's text tower
+    return {"stage1": _count(full), "teacher": teacher, "student": _count(encoder) + _count(decoders) + _count(global_dec),
             "block": block, "width": cfg.vision.width, "grid": cfg.vision.grid,
             "layers": cfg.vision.spatial_layers + cfg.vision.temporal_layers + cfg.auxiliary_layers,
             "encoder_layers": cfg.vision.spatial_layers + cfg.vision.temporal_layers,

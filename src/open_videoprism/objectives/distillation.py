@@ -220,6 +220,8 @@ def build_distillation(options: DistillationOptions, *, train_config: Any, teach
     if options.teacher_dtype not in _DTYPES:
         raise ConfigError(f"objective.teacher_dtype: {options.teacher_dtype!r} is not one of {', '.join(_DTYPES)}")
     teacher_model = _resolve_teacher(teacher)
+    # Stage 2 never runs the teacher's text tower: free it on every rank (B: 44 % of the LvT weights, g: 26 %).
+    teacher_model.text = None
     student = None
     if not options.student_from_teacher:
         from open_videoprism.objectives import build_model
