@@ -208,3 +208,21 @@ def test_a_forged_dcp_index_cannot_run_code(tmp_path: Path) -> None:
     (step / ckpt.META_FILE).write_text(json.dumps(meta))
     with pytest.raises(Exception, match="refusing to load posix.system"):
         ckpt.read_tensors(step)
+
+
+def test_resume_on_another_layout_needs_the_same_global_batch(tmp_path: Path) -> None:
+    from open_videoprism.train.data import rescale_state
+
+    _trainer(tmp_path).fit(stop_after=2)  # 1 rank x 1 micro-batch of 4
+    with pytest.raises(CheckpointError, match="global batch of 4"):
+        _trainer(tmp_path, overrides=["batch_size=2"]).fit(resume=True)
+    # 2 micro-batches of 2 make the same global batch: the position is converted and the run continues.
+    cfg = load_config(CONFIGS / "stage1-tiny.yaml", [*OVERRIDES, "batch_size=2", "accum_steps=2"])
+    stream = lambda s: RandomPairStream(2, num_samples=12, seed=1, state=s, accum_steps=2)  # noqa: E731
+    rest = Trainer(cfg, build_objective(cfg), stream, tmp_path, progress=False).fit(resume=True)
+    assert rest.resumed_from == 2 and sorted(rest.losses) == [3, 4]
+    assert ckpt.read_meta(tmp_path / "checkpoints" / "step_0000004")["data"] == {"batches": 8}  # 4 steps x 2
+    state = {"batches": 6, "streams": [{"epoch": 1, "batch": 4, "skips": {}, "worker_positions": None}]}
+    assert rescale_state(state, 2, 4) == {"batches": 12, "streams": [{"epoch": 1, "batch": 8, "skips": {}, "worker_positions": None}]}
+    with pytest.raises(ValueError, match="WebDataset"):
+        rescale_state({"batch": 2, "worker_positions": [[0, 3]]}, 1, 2)
