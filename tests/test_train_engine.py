@@ -88,7 +88,8 @@ def test_run_folder_holds_config_metrics_checkpoints_and_final_model(tmp_path: P
 
 
 def test_accumulation_equals_the_mean_of_micro_batch_gradients() -> None:
-    cfg = _cfg("steps=1", "accum_steps=2", "optim.grad_clip=0", "optim.weight_decay=0", "schedule.warmup_steps=0", "schedule.decay=constant")
+    # Plain accumulation (the feature cache, on by default for contrastive, is tests/test_distributed.py's).
+    cfg = _cfg("steps=1", "accum_steps=2", "accum_features=false", "optim.grad_clip=0", "optim.weight_decay=0", "schedule.warmup_steps=0", "schedule.decay=constant")
     torch.manual_seed(0)
     obj = ContrastiveObjective(ovp.create_model("videoprism_lvt_test_tiny"), ContrastiveOptions(token_drop_ratio=0.0))
     ref = ContrastiveObjective(ovp.create_model("videoprism_lvt_test_tiny"), ContrastiveOptions(token_drop_ratio=0.0))

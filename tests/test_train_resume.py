@@ -52,8 +52,8 @@ def test_resume_after_stop_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path
     assert rest.resumed_from == 2 and sorted(rest.losses) == [3, 4]
     for step in (3, 4):
         assert rest.losses[step] == full.losses[step], (step, rest.losses[step], full.losses[step])
-    a = ckpt.load(tmp_path / "full" / "checkpoints" / "step_0000004").prefixed("model")
-    b = ckpt.load(run / "checkpoints" / "step_0000004").prefixed("model")
+    a = ckpt.read_tensors(tmp_path / "full" / "checkpoints" / "step_0000004", "model.")
+    b = ckpt.read_tensors(run / "checkpoints" / "step_0000004", "model.")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # metrics.jsonl reads as one run: every step once, with the uninterrupted losses.
     logged = read_metrics(run / "metrics.jsonl")
@@ -64,6 +64,7 @@ def test_resume_after_stop_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path
 
     model = ovp.load(run)
     assert torch.equal(model.state_dict()["encoder.spatial_pos"], a["model.encoder.spatial_pos"])
+    assert "optim.state.model.encoder.spatial_pos.exp_avg" in ckpt.read_tensors(run / "checkpoints" / "step_0000004")
 
 
 def test_existing_run_needs_resume(tmp_path: Path) -> None:
@@ -90,7 +91,7 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_last_good_one(tmp_path: P
     cdir = run / "checkpoints"
     try:
         # Kill once the second checkpoint's tensors are on disk but not yet committed.
-        in_second = lambda: any((p / ckpt.STATE_FILE).exists() for p in cdir.glob(".tmp-step_0000004*"))  # noqa: E731
+        in_second = lambda: any((p / ckpt.DCP_METADATA).exists() for p in cdir.glob(".tmp-step_0000004*"))  # noqa: E731
         assert _wait_for(in_second, 180), "the second checkpoint never started"
         assert (cdir / "step_0000002").is_dir()
         proc.send_signal(signal.SIGKILL)
@@ -165,3 +166,63 @@ def test_rng_and_optimizer_state_roundtrip() -> None:
         opt2.load_state_dict(back)
         for k, v in opt.state_dict()["state"][0].items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(opt2.state_dict()["state"][0][k])), (name, k)
+
+
+def test_a_format_1_checkpoint_of_earlier_versions_still_resumes(tmp_path: Path) -> None:
+    full = _trainer(tmp_path / "full").fit()
+    run = tmp_path / "old"
+    trainer = _trainer(run)
+    trainer.fit(stop_after=2)
+    # Rewrite step 2 the way earlier versions did: one state.safetensors, positional optimiser state, RNG.
+    cdir = run / "checkpoints"
+    data = ckpt.read_meta(cdir / "step_0000002")["data"]
+    shutil.rmtree(cdir / "step_0000002")
+    tensors = {f"model.{k}": v for k, v in trainer.objective.state_dict().items()}
+    opt_tensors, opt_rest = ckpt.flatten_optimizer(trainer.optimizer.state_dict())
+    tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
+    rng_t, rng_rest = ckpt.capture_rng()
+    tensors.update({f"rng.0.{k}": v for k, v in rng_t.items()})
+    old = ckpt.save(cdir, 2, tensors, {"optimizer": opt_rest, "rng": [rng_rest], "data": data, "world_size": 1})
+    assert ckpt.read_meta(old)["format_version"] == 1
+    rest = _trainer(run, seed_shift=99).fit(resume=True)
+    assert rest.resumed_from == 2
+    assert [rest.losses[s] for s in (3, 4)] == [full.losses[s] for s in (3, 4)]
+    assert ckpt.read_meta(cdir / "step_0000004")["format_version"] == ckpt.FORMAT_VERSION
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_forged_dcp_index_cannot_run_code(tmp_path: Path) -> None:
+    import hashlib
+    import pickle
+
+    _trainer(tmp_path).fit(stop_after=2)
+    step = tmp_path / "checkpoints" / "step_0000002"
+    index = step / ckpt.DCP_METADATA
+    index.write_bytes(pickle.dumps(_Evil()))
+    meta = json.loads((step / ckpt.META_FILE).read_text())  # make the forgery pass the size and hash checks
+    meta["files"][ckpt.DCP_METADATA] = {"size": index.stat().st_size, "sha256": hashlib.sha256(index.read_bytes()).hexdigest()}
+    (step / ckpt.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="refusing to load posix.system"):
+        ckpt.read_tensors(step)
+
+
+def test_resume_on_another_layout_needs_the_same_global_batch(tmp_path: Path) -> None:
+    from open_videoprism.train.data import rescale_state
+
+    _trainer(tmp_path).fit(stop_after=2)  # 1 rank x 1 micro-batch of 4
+    with pytest.raises(CheckpointError, match="global batch of 4"):
+        _trainer(tmp_path, overrides=["batch_size=2"]).fit(resume=True)
+    # 2 micro-batches of 2 make the same global batch: the position is converted and the run continues.
+    cfg = load_config(CONFIGS / "stage1-tiny.yaml", [*OVERRIDES, "batch_size=2", "accum_steps=2"])
+    stream = lambda s: RandomPairStream(2, num_samples=12, seed=1, state=s, accum_steps=2)  # noqa: E731
+    rest = Trainer(cfg, build_objective(cfg), stream, tmp_path, progress=False).fit(resume=True)
+    assert rest.resumed_from == 2 and sorted(rest.losses) == [3, 4]
+    assert ckpt.read_meta(tmp_path / "checkpoints" / "step_0000004")["data"] == {"batches": 8}  # 4 steps x 2
+    state = {"batches": 6, "streams": [{"epoch": 1, "batch": 4, "skips": {}, "worker_positions": None}]}
+    assert rescale_state(state, 2, 4) == {"batches": 12, "streams": [{"epoch": 1, "batch": 8, "skips": {}, "worker_positions": None}]}
+    with pytest.raises(ValueError, match="WebDataset"):
+        rescale_state({"batch": 2, "worker_positions": [[0, 3]]}, 1, 2)

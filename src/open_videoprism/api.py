@@ -63,6 +63,21 @@ def _data_source(data: PathLike | None, out: Path, resume: bool, cfg: TrainConfi
     return None if data is None else str(data)
 
 
+def _teacher_ref(teacher: PathLike | None) -> str | None:
+    """``--teacher`` as the run records it: an absolute path when it is one (a hub name stays as is)."""
+    if teacher is None:
+        return None
+    return str(Path(teacher).resolve()) if Path(teacher).exists() else str(teacher)
+
+
+def _saved_teacher(out: Path) -> str | None:
+    """The ``--teacher`` a run was started with (``data_source.json``), if any."""
+    import json
+
+    meta = out / DATA_SOURCE_FILE
+    return json.loads(meta.read_text()).get("teacher") if meta.is_file() else None
+
+
 def _train_tokenizer(path: PathLike | None, data: str | None, cfg: TrainConfig, model: VideoPrism) -> tuple[Path | None, Tokenizer | None]:
     """The captions' tokenizer: ``path``, else the one next to the data; checked against the model's vocabulary."""
     from open_videoprism.tokenizer import Tokenizer, find_tokenizer
@@ -119,6 +134,8 @@ def pretrain(
     out = Path(out)
     cfg = _train_config(config, out, overrides, resume)
     source = _data_source(data, out, resume, cfg)
+    if teacher is None and resume:  # checkpoints leave the frozen teacher out: rebuild it from where the run had it
+        teacher = _saved_teacher(out)
     info = init_distributed(cfg.device, cfg.distributed.backend)
     lock = None
     try:
@@ -133,7 +150,8 @@ def pretrain(
             lock = acquire(out)
         if info.is_main and source is not None:
             out.mkdir(parents=True, exist_ok=True)
-            write_json(out / DATA_SOURCE_FILE, {"data": source, "tokenizer": str(tok_path) if tok_path else None})
+            write_json(out / DATA_SOURCE_FILE, {"data": source, "tokenizer": str(tok_path) if tok_path else None,
+                                                "teacher": _teacher_ref(teacher)})
         result = Trainer(cfg, objective, make_stream, out, info=info, progress=progress).fit(resume=resume)
         if eval_data is not None and info.is_main and result.final_path is not None:
             result.eval["retrieval"] = evaluate(
@@ -263,11 +281,26 @@ def extract_features(
         raise UserError(f"{manifest}: manifest not found")
     base = [("features", to_dict(config))] if config is not None else []
     cfg = build(FeatureConfig, [*base, *override_layers(overrides)], source="features")
-    from open_videoprism.runlock import run_lock
+    from open_videoprism.ranks import is_dist
+    from open_videoprism.runlock import acquire, release
+    from open_videoprism.train.distributed import barrier, cleanup, init_distributed
 
-    model = _frozen_model(checkpoint, device)
-    with run_lock(out):  # one writer per output folder
-        return extract(model, str(manifest), out, cfg, checkpoint=str(checkpoint), overwrite=overwrite, progress=progress)
+    # Under torchrun every rank extracts its share of the manifest (eval/features.py).
+    started = not is_dist()
+    info = init_distributed(device or "auto")
+    lock = None
+    try:
+        model = _frozen_model(checkpoint, str(info.device))
+        if info.is_main:  # one job per output folder; its ranks share it
+            lock = acquire(out)
+        barrier()
+        return extract(model, str(manifest), out, cfg, checkpoint=str(checkpoint), overwrite=overwrite,
+                       progress=progress)
+    finally:
+        if lock is not None:
+            release(lock)
+        if started:  # leave a caller's own process group alone
+            cleanup()
 
 
 __all__ = ["evaluate", "extract_features", "pretrain"]

@@ -62,7 +62,7 @@ class _BatchBuilder(Dataset):
     """Map-style dataset whose item is a whole batch, keyed by ``(epoch, batch)``."""
 
     def __init__(self, manifest: Manifest, cfg: VideoDataConfig, training: bool, seed: int, batch_size: int,
-                 rank: int, world_size: int, tokenizer, collate_fn: Callable | None) -> None:
+                 rank: int, world_size: int, tokenizer, collate_fn: Callable | None, accum_steps: int = 1) -> None:
         self.manifest = manifest
         self.cfg = cfg
         self.training = training
@@ -70,17 +70,20 @@ class _BatchBuilder(Dataset):
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
+        self.accum_steps = accum_steps
         self.tokenizer = tokenizer
         self.collate_fn = collate_fn
         self.sampler = ClipSampler(cfg, training, require_caption=tokenizer is not None)
         n = len(manifest)
         if training:
-            self.per_rank = n // world_size
-            self.num_batches = self.per_rank // batch_size
+            # Whole global batches per epoch (batch x ranks x micro-batches), the same on every rank.
+            global_batch = batch_size * world_size * accum_steps
+            self.per_rank = n // global_batch * batch_size * accum_steps
+            self.num_batches = n // global_batch * accum_steps
             if self.num_batches == 0:
                 raise DataError(
                     f"{manifest.source}: {n} samples cannot fill one batch of {batch_size} on each of "
-                    f"{world_size} rank(s); lower the batch size or add data")
+                    f"{world_size} rank(s) x {accum_steps} micro-batch(es); lower the batch size or add data")
         else:
             self.per_rank = len(range(rank, n, world_size))
             self.num_batches = math.ceil(self.per_rank / batch_size)
@@ -88,10 +91,12 @@ class _BatchBuilder(Dataset):
     def indices(self, epoch: int, b: int) -> np.ndarray:
         n = len(self.manifest)
         if self.training:
-            perm = _epoch_permutation(self.seed, epoch, n)
-            mine = perm[self.rank :: self.world_size][: self.per_rank]   # disjoint across ranks
-        else:
-            mine = np.arange(self.rank, n, self.world_size)
+            # Global-batch order (open_videoprism.train.data): step b // accum covers one slice of the
+            # epoch permutation, this rank's micro-batch b % accum its part; disjoint across ranks.
+            step, micro = divmod(b, self.accum_steps)
+            start = (step * self.world_size * self.accum_steps + self.rank * self.accum_steps + micro) * self.batch_size
+            return _epoch_permutation(self.seed, epoch, n)[start : start + self.batch_size]
+        mine = np.arange(self.rank, n, self.world_size)
         return mine[b * self.batch_size : (b + 1) * self.batch_size]
 
     def _try(self, i: int, epoch: int) -> tuple[dict | None, Skip | None]:
@@ -202,11 +207,16 @@ def build_loader(
     world_size: int = 1,
     collate_fn: Callable | None = None,
     state: LoaderState | None = None,
+    accum_steps: int = 1,
 ):
     """A loader over a manifest (``.jsonl``/``.csv``) or WebDataset shards (``.tar`` pattern or folder).
 
     Training loaders iterate forever (reshuffled each epoch with seed+epoch);
     evaluation loaders make one ordered pass, keeping the last partial batch.
+    A training manifest loader orders samples by global batch: optimiser step ``s``
+    takes ``batch_size * world_size * accum_steps`` samples of the epoch permutation and
+    this rank's micro-batches are its slices, so the samples of a step do not depend on
+    how ranks and accumulation split it. (WebDataset shards stream per rank instead.)
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be positive, got {batch_size}")
@@ -220,5 +230,6 @@ def build_loader(
                            num_workers=num_workers, rank=rank, world_size=world_size, collate_fn=collate_fn,
                            state=state)
     manifest = Manifest.read(Path(src), label_fields=("label", "motion_label", cfg.label_field))
-    builder = _BatchBuilder(manifest, cfg, training, seed, batch_size, rank, world_size, tokenizer, collate_fn)
+    builder = _BatchBuilder(manifest, cfg, training, seed, batch_size, rank, world_size, tokenizer, collate_fn,
+                            accum_steps if training else 1)
     return VideoLoader(builder, num_workers, state, source=src)

@@ -16,6 +16,13 @@ Each shard is written to a temporary file and renamed, then ``progress.json``
 leaves a half-written shard. A folder made with a different configuration
 (checkpoint, manifest, frames, clips...) is refused rather than mixed.
 
+Over ranks (``torchrun --nproc-per-node N -m open_videoprism.cli.main features ...``):
+rank ``r`` of ``N`` encodes the manifest rows ``r, r + N, ...`` (every video exactly
+once, no padding: ranks differ by at most one video), writes its own shards
+``shard-rR-00000.*`` and its own resume file ``progress.rank-R-of-N.json``; when all
+are done rank 0 writes ``progress.json`` listing every shard, which is what
+:func:`load_features` reads. An interrupted run resumes with the same ``N``.
+
 :func:`load_features` reads a finished folder back as one :class:`FeatureSet`
 ordered by dataset index.
 """
@@ -37,6 +44,7 @@ from open_videoprism.atomic import write_json
 from open_videoprism.errors import ConfigError, UserError
 from open_videoprism.models import VideoPrism
 from open_videoprism.progress import progress_bar
+from open_videoprism.ranks import get_rank, get_world_size
 
 PROGRESS_FILE = "progress.json"
 FORMAT_VERSION = 1
@@ -174,6 +182,8 @@ def extract_features(
 ) -> Path:
     """Extract (or finish extracting) features of ``manifest`` into ``out_dir``.
 
+    Inside a process group every rank calls it and takes its share (module docstring).
+
     Args:
         model: the frozen model (its device is used).
         checkpoint: recorded in the cache identity so that features of another
@@ -182,9 +192,8 @@ def extract_features(
 
     Returns ``out_dir``. A finished folder is returned at once.
     """
-    from open_videoprism.data import LoaderState, VideoDataConfig, build_loader
-
     out = Path(out_dir)
+    rank, world = get_rank(), get_world_size()
     cfg = (cfg or FeatureConfig()).resolved(model)
     identity = {
         "version": FORMAT_VERSION,
@@ -193,7 +202,45 @@ def extract_features(
         "model": model.cfg.to_dict(),
         "config": cfg.identity(),
     }
-    progress_path = out / PROGRESS_FILE
+    final = out / PROGRESS_FILE
+    if final.is_file() and world > 1:  # every rank reads the same file, so they all take the same branch
+        done = json.loads(final.read_text())
+        if done.get("identity") == identity and done.get("complete"):
+            return out
+        if done.get("identity") != identity and not overwrite:
+            raise FeatureCacheError(f"{out}: holds features of another checkpoint/manifest/config; "
+                                    "use another --out folder or pass --overwrite")
+    if world == 1:
+        return _extract_part(model, manifest, out, cfg, identity, final, "shard-", overwrite, progress)
+    part = out / f"progress.rank-{rank}-of-{world}.json"
+    _extract_part(model, manifest, out, cfg, {**identity, "world_size": world}, part, f"shard-r{rank}-", overwrite, progress)
+    parts: list[Any] = [None] * world
+    torch.distributed.all_gather_object(parts, json.loads(part.read_text()))
+    if rank == 0:
+        merged = {"identity": identity, "shards": [n for p in parts for n in p["shards"]],
+                  "num_done": sum(p["num_done"] for p in parts), "loader_state": None, "complete": True,
+                  "world_size": world, "skips": _sum_counts([p.get("skips", {}) for p in parts])}
+        write_json(final, merged, fsync=True, sort_keys=True)
+    torch.distributed.barrier()
+    return out
+
+
+def _sum_counts(counts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + int(v)
+    return total
+
+
+def _extract_part(
+    model: VideoPrism, manifest: str | os.PathLike, out: Path, cfg: FeatureConfig, identity: dict[str, Any],
+    progress_path: Path, shard_prefix: str, overwrite: bool, progress: bool,
+) -> Path:
+    """This rank's share of :func:`extract_features`, resumable through ``progress_path``."""
+    from open_videoprism.data import LoaderState, VideoDataConfig, build_loader
+
+    rank, world = get_rank(), get_world_size()
     state: dict[str, Any] = {"identity": identity, "shards": [], "num_done": 0, "loader_state": None, "complete": False}
     if progress_path.is_file():
         old = json.loads(progress_path.read_text())
@@ -225,9 +272,13 @@ def extract_features(
     resume = LoaderState(**state["loader_state"]) if state["loader_state"] else None
     # The loader position counts batches: a resumed run keeps the batch size it started with.
     state.setdefault("batch_size", cfg.batch_size)
-    loader = build_loader(str(manifest), data_cfg, batch_size=state["batch_size"], training=False, state=resume)
+    loader = build_loader(str(manifest), data_cfg, batch_size=state["batch_size"], training=False, state=resume,
+                          rank=rank, world_size=world)
     total = _count_rows(Path(manifest))
-    bar = progress_bar(total=total, initial=state["num_done"], desc=f"features {Path(manifest).name}", unit="video", enabled=progress)
+    if total is not None:
+        total = len(range(rank, total, world))
+    bar = progress_bar(total=total, initial=state["num_done"], desc=f"features {Path(manifest).name}", unit="video",
+                       enabled=progress and rank == 0)
     buffer: dict[str, list[torch.Tensor]] = {}
     buffered = 0
 
@@ -238,7 +289,7 @@ def extract_features(
         tensors = {k: torch.cat(v) for k, v in buffer.items()}
         if "tokens" in tensors:
             tensors["tokens"] = tensors["tokens"].to(getattr(torch, cfg.token_dtype))
-        name = f"shard-{len(state['shards']):05d}.{cfg.shard_format}"
+        name = f"{shard_prefix}{len(state['shards']):05d}.{cfg.shard_format}"
         write_arrays(out / name, tensors, fsync=True)
         state["shards"].append(name)
         state["num_done"] += buffered

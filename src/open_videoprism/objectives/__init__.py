@@ -14,7 +14,14 @@ nothing about stages. The contract:
   passes to ``open_videoprism.data.build_loader(collate_fn=...)``, e.g. a mask
   collator adding ``visible_idx`` / ``masked_idx``;
 - optional ``after_step(step)``: called after each optimiser step (e.g. an EMA
-  teacher update).
+  teacher update);
+- optional ``frozen_submodules: tuple[str, ...]``: names of frozen submodules the
+  builder restores by itself (the stage-2 teacher): never checkpointed, and
+  replicated or sharded under FSDP2 as ``distributed.frozen`` says;
+- optional ``loss_from_features(features) -> dict`` with ``forward(batch,
+  features_only=True)`` returning per-sample rows (and 0-dim scalars such as the
+  temperature): the engine then accumulates micro-batches through a feature
+  cache, so a contrastive loss sees the whole accumulated batch as negatives.
 
 Registering an objective (the stage-2 ``distillation`` module does this)::
 

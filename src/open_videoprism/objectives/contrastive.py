@@ -15,6 +15,14 @@ the same tokens. It is applied in training mode only; evaluation sees every toke
 
 Images are 1-frame videos: the encoder resizes its temporal table to length 1,
 as the official code interpolates it.
+
+Accumulation with a feature cache (open_clip's ``accum_freq``): the objective
+splits into :meth:`ContrastiveObjective.features` (per-pair embeddings and the
+scale) and :meth:`ContrastiveObjective.loss_from_features`, so the engine can
+embed every micro-batch of a step without gradients, then recompute each with
+gradients and score it against the cached others: every accumulated pair is a
+negative, and the loss and gradient are those of one batch ``accum_steps`` times
+larger (``tests/test_distributed.py``).
 """
 
 from __future__ import annotations
@@ -86,7 +94,9 @@ class ContrastiveObjective(nn.Module):
         grid = TokenGrid.from_video(video.shape, self.model.encoder.cfg.patch_size)
         return self.dropper(video.shape[0], grid, torch.default_generator).visible.to(video.device)
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def features(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``{video [n, D], text [n, D], logit_scale []}``: the L2-normalised embeddings of the pairs
+        (rows of per-pair tensors line up) and the scale, whose graph carries the temperature."""
         for key in ("video", "text_ids", "text_paddings"):
             if key not in batch:
                 raise KeyError(f"the contrastive objective needs batch[{key!r}] (a video-text dataset with captions and a tokenizer)")
@@ -96,11 +106,21 @@ class ContrastiveObjective(nn.Module):
         v = self.model.encode_video(video, visible=visible, frame_embeddings=False, crop_temporal_pos=crop).embedding
         assert v is not None  # the constructor checked for a MAP head
         t = self.model.encode_text(batch["text_ids"], batch["text_paddings"])
-        scale = self.scale()
-        loss, logits = info_nce(v, t, scale)
+        return {"video": v, "text": t, "logit_scale": self.scale()}
+
+    def loss_from_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The symmetric InfoNCE of :meth:`features` (possibly several micro-batches' rows concatenated)."""
+        scale = features["logit_scale"]
+        loss, logits = info_nce(features["video"], features["text"], scale)
         with torch.no_grad():
             acc = (logits.argmax(1) == positive_columns(logits.shape[0], logits.device)).float().mean()
         return {"loss": loss, "logit_scale": scale.detach(), "temperature": 1.0 / scale.detach(), "batch_acc": acc}
+
+    def forward(self, batch: dict[str, Any], features_only: bool = False) -> dict[str, torch.Tensor]:
+        """The losses of ``batch``, or with ``features_only`` its :meth:`features` (called through the
+        DDP / FSDP wrapper by the engine's feature-cache accumulation)."""
+        features = self.features(batch)
+        return features if features_only else self.loss_from_features(features)
 
     def export_model(self) -> VideoPrism:
         return self.model

@@ -101,6 +101,10 @@ def encoder_only(model: VideoPrism) -> VideoPrism:
 class DistillationObjective(nn.Module):
     """Stage-2 objective (see the module docstring).
 
+    The teacher is a *frozen submodule* (``frozen_submodules``): the engine never
+    checkpoints it (the builder reloads it from ``--teacher``) and places it under
+    FSDP as ``distributed.frozen`` says.
+
     Args:
         teacher: the stage-1 model; needs a MAP head when ``global_distillation``.
         options: :class:`DistillationOptions`.
@@ -109,6 +113,8 @@ class DistillationObjective(nn.Module):
             of the decoder's position tables (default: the student config's; other
             clip sizes are served by resizing the tables).
     """
+
+    frozen_submodules: tuple[str, ...] = ("teacher",)
 
     def __init__(
         self,
@@ -214,6 +220,8 @@ def build_distillation(options: DistillationOptions, *, train_config: Any, teach
     if options.teacher_dtype not in _DTYPES:
         raise ConfigError(f"objective.teacher_dtype: {options.teacher_dtype!r} is not one of {', '.join(_DTYPES)}")
     teacher_model = _resolve_teacher(teacher)
+    # Stage 2 never runs the teacher's text tower: free it on every rank (B: 44 % of the LvT weights, g: 26 %).
+    teacher_model.text = None
     student = None
     if not options.student_from_teacher:
         from open_videoprism.objectives import build_model

@@ -1,33 +1,42 @@
-"""Training checkpoints: atomic, verified, resumable.
+"""Training checkpoints: sharded, atomic, verified, resumable on any number of ranks.
 
-Layout of one checkpoint, ``RUN/checkpoints/step_0000100/``:
+Layout of one checkpoint, ``RUN/checkpoints/step_0000100/`` (format 2):
 
-- ``state.safetensors``: every tensor (``model.*`` the objective's state dict,
-  ``optim.*`` the optimiser state, ``rng.*`` torch RNG states);
-- ``meta.json``: the step, the non-tensor state (optimiser hyper-parameters,
-  numpy / python RNG states, the data position) and the size and SHA-256 of
-  ``state.safetensors``.
+- the files of ``torch.distributed.checkpoint`` (DCP): ``.metadata`` and one
+  ``__R_0.distcp`` per rank that wrote data; it holds ``model.*`` (the objective's
+  trainable state, frozen modules left out) and ``optim.*`` (the optimiser state,
+  keyed by parameter name), sharded as the run was; DCP reshards on load, so a
+  checkpoint written by 8 FSDP ranks loads on 1 or 16;
+- ``meta.json``: the step, the non-tensor state (optimiser hyper-parameters, the
+  data position, the batch layout) and the size and SHA-256 of every file.
 
-Atomicity: both files are written and fsynced inside a hidden temporary folder
-next to the final one, which is then renamed into place (a POSIX rename of a
-folder is atomic). A crash or a SIGKILL at any moment therefore leaves either
-the complete checkpoint or only a ``.tmp-*`` folder that is ignored and swept
-away at the next start. :func:`find_last_good` additionally checks the size and
-hash, so a checkpoint damaged after the fact (a truncated copy, a bad disk) is
-skipped and the previous one is used.
+Format 1 (``state.safetensors`` + ``meta.json``, written by earlier versions and
+by :func:`save`) is still read.
+
+Atomicity: every rank writes into one hidden temporary folder next to the final
+one (on a file system all ranks share); when all are done the main rank writes
+``meta.json`` and renames the folder into place (a POSIX rename of a folder is
+atomic). A crash or a SIGKILL at any moment therefore leaves either the complete
+checkpoint or only a ``.tmp-*`` folder that is ignored and swept away at the
+next start. :func:`find_last_good` additionally checks sizes and hashes, so a
+checkpoint damaged after the fact (a truncated copy, a bad disk) is skipped and
+the previous one is used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -43,7 +52,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.safetensors"
 META_FILE = "meta.json"
 FORMAT = "open_videoprism.train_checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # DCP shards; 1: one state.safetensors (still read)
+DCP_METADATA = ".metadata"  # DCP's index of the shards, written last by its coordinator
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 # Test hook: seconds to sleep after the tensors are written and before the
 # commit, so a test can SIGKILL the process in the middle of a checkpoint.
@@ -155,8 +165,33 @@ def restore_rng(tensors: Mapping[str, torch.Tensor], rest: Mapping[str, Any]) ->
 # --- writing and finding -----------------------------------------------------------
 
 
+def _commit(tmp: Path, final: Path, step: int, meta: Mapping[str, Any], version: int) -> None:
+    """Hash the files in ``tmp``, write ``meta.json`` and rename ``tmp`` to ``final`` atomically."""
+    delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
+    if delay > 0:
+        time.sleep(delay)
+    files = {}
+    for f in sorted(tmp.iterdir()):
+        if f.is_file() and f.name != META_FILE:
+            _fsync_file(f)
+            files[f.name] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+    full_meta = {"format": FORMAT, "format_version": version, "step": int(step), "files": files, **meta}
+    meta_path = tmp / META_FILE
+    meta_path.write_text(json.dumps(full_meta))
+    _fsync_file(meta_path)
+    directory = final.parent
+    if final.exists():  # re-saving a step (e.g. a rerun after resume): swap out the old copy
+        old = directory / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(directory)
+
+
 def save(directory: str | os.PathLike, step: int, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
-    """Write ``directory/step_XXXXXXX`` atomically; returns its path."""
+    """Write a format-1 checkpoint (one ``state.safetensors``) to ``directory/step_XXXXXXX`` atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / step_dir_name(step)
@@ -167,32 +202,136 @@ def save(directory: str | os.PathLike, step: int, tensors: Mapping[str, torch.Te
     try:
         state_path = tmp / STATE_FILE
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(state_path))
-        _fsync_file(state_path)
-        delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
-        if delay > 0:
-            time.sleep(delay)
-        full_meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "step": int(step),
-            "files": {STATE_FILE: {"size": state_path.stat().st_size, "sha256": _sha256(state_path)}},
-            **meta,
-        }
-        meta_path = tmp / META_FILE
-        meta_path.write_text(json.dumps(full_meta))
-        _fsync_file(meta_path)
-        if final.exists():  # re-saving a step (e.g. a rerun after resume): swap out the old copy
-            old = directory / f".old-{step_dir_name(step)}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(directory)
+        _commit(tmp, final, step, meta, 1)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP's ``.metadata`` index with only the classes it is made of (DCP's own metadata
+    types, torch sizes, dtypes and layouts, plain containers), so a forged checkpoint cannot run code."""
+
+    _TORCH = {"Size", "device", "contiguous_format", "preserve_format", "channels_last", "strided"}
+
+    def find_class(self, module: str, name: str) -> Any:
+        ok = (
+            module.startswith("torch.distributed.checkpoint.")
+            or (module == "torch" and (name in self._TORCH or isinstance(getattr(torch, name, None), torch.dtype)))
+            or (module == "builtins" and name in {"dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bytes", "bool", "object", "getattr"})
+            or (module == "collections" and name == "OrderedDict")
+            or (module == "torch.serialization" and name == "_get_layout")
+            or (module == "pathlib" and name in {"Path", "PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"})
+            or (module == "copyreg" and name in {"_reconstructor", "__newobj__"})
+            or module == "enum"
+        )
+        if not ok:
+            raise pickle.UnpicklingError(f"{DCP_METADATA}: refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _safe_reader(path: str | os.PathLike) -> Any:
+    """DCP's file-system reader with a restricted unpickler for its metadata (its tensors it already
+    reads with ``weights_only=True``)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class SafeReader(dcp.FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            with open(Path(path) / DCP_METADATA, "rb") as f:
+                metadata = _MetadataUnpickler(f).load()
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeReader(str(path))
+
+
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """DCP warns that it assumes one process when there is no process group: that is the intent here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to", category=UserWarning)
+        yield
+
+
+def save_sharded(
+    directory: str | os.PathLike, step: int, state: dict[str, Any], meta: Mapping[str, Any], is_main: bool
+) -> Path:
+    """Write ``state`` (tensors, DTensors, nested dicts of them) with DCP to ``directory/step_XXXXXXX``.
+
+    A collective: every rank calls it with its own shards; the main rank commits (``meta.json``,
+    rename) once all ranks have written. The folder must be on a file system every rank sees.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    from open_videoprism.ranks import is_dist
+
+    directory = Path(directory)
+    final = directory / step_dir_name(step)
+    tmp = directory / f".tmp-{step_dir_name(step)}"  # one name on every rank (not per pid)
+    if is_main:
+        directory.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    if is_dist():
+        torch.distributed.barrier()
+    try:
+        with _single_process_quiet():
+            dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp), sync_files=True), no_dist=not is_dist())
+        if is_main:
+            _commit(tmp, final, step, meta, FORMAT_VERSION)
+    except BaseException:
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if is_dist():
+        torch.distributed.barrier()  # nobody moves on (or prunes) before the commit
+    return final
+
+
+def load_sharded(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Fill ``state`` (as :func:`save_sharded` got it, shaped and sharded for *this* run) in place from
+    a format-2 checkpoint; DCP reshards. A collective. Every key of ``state`` must be in the checkpoint."""
+    import torch.distributed.checkpoint as dcp
+
+    from open_videoprism.ranks import is_dist
+
+    with _single_process_quiet():
+        dcp.load(state, storage_reader=_safe_reader(path), no_dist=not is_dist())
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """``meta.json`` of a checkpoint folder (after verifying the folder, without hashing)."""
+    path = Path(path)
+    problem = verify(path, deep=False)
+    if problem is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint ({problem}); remove it to resume from the previous one")
+    return cast("dict[str, Any]", json.loads((path / META_FILE).read_text()))
+
+
+def read_tensors(path: str | os.PathLike, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint (either format) whose key starts with ``prefix``, as full CPU
+    tensors, prefix removed: for tools and tests, in one process."""
+    path = Path(path)
+    if read_meta(path).get("format_version", 1) == 1:
+        return load(path).prefixed(prefix.rstrip(".")) if prefix else load(path).tensors
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    reader = _safe_reader(path)
+    md = reader.read_metadata()
+    state = {
+        k: torch.empty(m.size, dtype=m.properties.dtype)
+        for k, m in md.state_dict_metadata.items()
+        if isinstance(m, TensorStorageMetadata) and k.startswith(prefix)
+    }
+    with _single_process_quiet():
+        dcp.load(state, storage_reader=reader, no_dist=True)
+    return {k[len(prefix):]: v for k, v in state.items()}
 
 
 def verify(path: str | os.PathLike, deep: bool = True) -> str | None:
@@ -212,9 +351,17 @@ def verify(path: str | os.PathLike, deep: bool = True) -> str | None:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         return f"{META_FILE} is not an open_videoprism training checkpoint"
     files = meta.get("files")
-    if not isinstance(files, dict) or set(files) != {STATE_FILE} or not isinstance(meta.get("step"), int):
+    version = meta.get("format_version", 1)
+    needed = {1: STATE_FILE, FORMAT_VERSION: DCP_METADATA}.get(version) if isinstance(version, int) else None
+    if needed is None:
+        return f"{META_FILE}: unknown format_version {version!r:.20}"
+    if not isinstance(files, dict) or needed not in files or not isinstance(meta.get("step"), int):
+        return f"{META_FILE} does not describe a checkpoint (files, step)"
+    if version == 1 and set(files) != {STATE_FILE}:
         return f"{META_FILE} does not describe a checkpoint (files, step)"
     for name, info in files.items():
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            return f"{META_FILE}: bad file name {name!r:.40}"
         f = path / name
         if not isinstance(info, dict):
             return f"{META_FILE}: no size/hash for {name}"
@@ -294,6 +441,8 @@ def prune(directory: str | os.PathLike, keep_last: int) -> list[Path]:
 
 
 __all__ = [
+    "DCP_METADATA",
+    "FORMAT_VERSION",
     "Checkpoint",
     "WRITE_DELAY_ENV",
     "capture_rng",
@@ -302,9 +451,13 @@ __all__ = [
     "flatten_optimizer",
     "list_checkpoints",
     "load",
+    "load_sharded",
     "prune",
+    "read_meta",
+    "read_tensors",
     "restore_rng",
     "save",
+    "save_sharded",
     "step_dir_name",
     "sweep_temporaries",
     "unflatten_optimizer",

@@ -151,9 +151,21 @@ class ScheduleConfig:
 
 @dataclass
 class DistributedConfig:
-    """Multi-process training (``torchrun``). ``auto``: NCCL on GPUs, Gloo on the CPU."""
+    """Multi-process training (``torchrun``; docs/distributed.md).
+
+    ``strategy``: ``ddp`` replicates the objective on every rank; ``fsdp`` shards
+    parameters, gradients and optimiser state with FSDP2 (``fully_shard`` per
+    transformer block, then the root). ``frozen``: how the objective's frozen
+    modules (the stage-2 teacher) are placed under ``fsdp``: ``replicate`` keeps a
+    full copy per rank (no communication), ``shard`` shards them like the rest
+    (memory / ranks, one all-gather per block per step). ``backend`` ``auto``:
+    NCCL on GPUs, Gloo on the CPU.
+    """
 
     backend: Literal["auto", "nccl", "gloo"] = "auto"
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    frozen: Literal["replicate", "shard"] = "replicate"
+    reshard_after_forward: bool = True  # fsdp: free gathered block weights after forward (ZeRO-3), else keep them (ZeRO-2)
     find_unused_parameters: bool = False  # DDP: needed when some parameters get no gradient in a step
 
 
@@ -178,6 +190,9 @@ class TrainConfig:
     steps: int = 100
     batch_size: int = 8  # per rank and micro-batch
     accum_steps: int = 1  # micro-batches per optimiser step
+    # With an objective that has loss_from_features (contrastive): open_clip's feature cache, so the whole
+    # accumulated batch are negatives (one extra no-grad forward per micro-batch); False: per-micro-batch losses.
+    accum_features: bool = True
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast
     compile: bool = False  # torch.compile the objective
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -200,6 +215,12 @@ class TrainConfig:
         if not isinstance(self.objective.get("name", "contrastive"), str):
             raise ConfigError("objective.name: must name a registered objective (e.g. contrastive)")
         _check_device(self.device)
+        if self.distributed.strategy == "fsdp" and self.optim.name == "adafactor":
+            # torch's Adafactor squares its column statistics in place, which DTensor refuses on a sharded
+            # parameter (RuntimeError: aten.pow_.Scalar ... _NormPartial); checked here rather than at step 1.
+            raise ConfigError("optim.name: adafactor does not run on FSDP2-sharded parameters (torch's Adafactor uses "
+                              "in-place ops DTensor refuses); use optim.name=adamw with distributed.strategy=fsdp, "
+                              "or distributed.strategy=ddp")
         if self.model.name:
             from open_videoprism.models import get_config
 

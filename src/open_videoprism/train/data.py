@@ -3,7 +3,15 @@
 The engine consumes a :class:`DataStream`: an iterable of batch dicts whose
 ``state()`` is a JSON-able description of the position *after* the last batch
 yielded, and a factory ``make_stream(state | None) -> DataStream`` that
-continues from such a state. Three streams:
+continues from such a state.
+
+Sample order is defined by the **global batch**: optimiser step ``s`` consumes
+the ``G = batch_size * world_size * accum_steps`` samples ``order[s*G:(s+1)*G]``,
+and rank ``r``'s micro-batch ``m`` takes slice ``j = r * accum_steps + m`` of it
+(:func:`micro_slice`). The samples of step ``s`` are thus the same whatever ranks
+x accumulation make ``G`` up, and a job resized between checkpoints (8 ranks to 4
+ranks x 2 micro-batches) continues the same run: :func:`rescale_state` converts a
+stream position between layouts. Three streams:
 
 - :class:`LoaderStream` wraps one ``open_videoprism.data.build_loader`` loader
   (its ``LoaderState`` carries the epoch, the batches consumed and skip counters);
@@ -40,10 +48,46 @@ class DataStream(Protocol):
 StreamFactory = Callable[[Mapping[str, Any] | None], DataStream]
 
 
-class RandomPairStream:
-    """``num_samples`` fixed random (video, caption-ids) pairs, batches drawn by step.
+def micro_slice(k: int, batch_size: int, rank: int, world_size: int, accum_steps: int) -> tuple[int, int]:
+    """``(step, start)``: this rank's ``k``-th micro-batch covers ``order[start:start + batch_size]``
+    of the global sample order and belongs to optimiser step ``step`` (module docstring)."""
+    step, micro = divmod(k, accum_steps)
+    j = rank * accum_steps + micro
+    return step, (step * world_size * accum_steps + j) * batch_size
 
-    Batch ``k`` holds the samples ``randperm(num_samples, seed=(seed, k))[:batch_size]``,
+
+# Keys of stream states that count this rank's micro-batches (LoaderState.batch, the streams' "batches").
+_COUNTS = ("batch", "batches")
+
+
+def rescale_state(state: Any, old_accum: int, new_accum: int) -> Any:
+    """A stream position written with ``old_accum`` micro-batches per step, for ``new_accum``.
+
+    Under global-batch ordering every rank has consumed ``steps * accum`` micro-batches (per
+    epoch for a loader), whatever the rank count, so the counts scale by ``new / old``.
+    WebDataset positions (per-worker shard offsets) cannot be moved: a :class:`ValueError`."""
+    if isinstance(state, list):
+        return [rescale_state(v, old_accum, new_accum) for v in state]
+    if not isinstance(state, dict):
+        return state
+    if state.get("worker_positions"):
+        raise ValueError("a WebDataset stream position cannot be carried to another rank or accumulation layout")
+    out = {}
+    for key, value in state.items():
+        if key in _COUNTS and isinstance(value, int):
+            if value % old_accum:
+                raise ValueError(f"{key}={value} is not a whole number of steps of {old_accum} micro-batches")
+            out[key] = value // old_accum * new_accum
+        else:
+            out[key] = rescale_state(value, old_accum, new_accum)
+    return out
+
+
+class RandomPairStream:
+    """``num_samples`` fixed random (video, caption-ids) pairs, global batches drawn by step.
+
+    Optimiser step ``s`` uses the samples ``randperm(num_samples, seed=(seed, s))[:G]``
+    (``G`` the global batch), each rank and micro-batch its slice (:func:`micro_slice`),
     so the stream is a pure function of ``(seed, k)`` and resumes exactly from
     ``{"batches": k}``. Pairs are fixed, so a model can learn to match them:
     the loss goes down, which makes it a useful smoke test.
@@ -62,10 +106,13 @@ class RandomPairStream:
         world_size: int = 1,
         collate_fn: Callable[[Batch], Batch] | None = None,
         state: Mapping[str, Any] | None = None,
+        accum_steps: int = 1,
     ) -> None:
+        if batch_size * world_size * accum_steps > num_samples:
+            raise ValueError(f"a global batch of {batch_size * world_size * accum_steps} needs at least as many samples, got {num_samples}")
         self.batch_size = batch_size
         self.seed = seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.accum_steps = rank, world_size, accum_steps
         self.collate_fn = collate_fn
         self.num_samples = num_samples
         g = torch.Generator().manual_seed(seed)
@@ -85,10 +132,11 @@ class RandomPairStream:
         return {"batches": self.batches}
 
     def batch(self, k: int) -> Batch:
-        """The full global batch ``k``'s slice for this rank."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-        idx = torch.randperm(self.num_samples, generator=g)[: self.batch_size * self.world_size]
-        idx = idx[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        """This rank's ``k``-th micro-batch: its slice of the global batch of step ``k // accum_steps``."""
+        step, start = micro_slice(k, self.batch_size, self.rank, self.world_size, self.accum_steps)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        start -= step * self.batch_size * self.world_size * self.accum_steps  # within the step's permutation
+        idx = torch.randperm(self.num_samples, generator=g)[start : start + self.batch_size]
         b: Batch = {
             "video": self.videos[idx],
             "text_ids": self.ids[idx],
@@ -186,6 +234,7 @@ def loader_factory(
     rank: int,
     world_size: int,
     collate_fn: Callable[[Batch], Batch] | None,
+    accum_steps: int = 1,
 ) -> StreamFactory:
     """A factory of :class:`LoaderStream` over ``source`` with the run's data settings."""
     from open_videoprism.data import LoaderState, build_loader
@@ -201,6 +250,7 @@ def loader_factory(
             num_workers=data_cfg.num_workers,
             rank=rank,
             world_size=world_size,
+            accum_steps=accum_steps,
             collate_fn=collate_fn,
             state=LoaderState(**state) if state else None,
         )
@@ -225,15 +275,17 @@ def build_stream_factory(
     """
     if data is not None and str(data) == "random":
         d = cfg.data
+        global_batch = cfg.batch_size * world_size * cfg.accum_steps  # the sample set depends on it alone
         return lambda s: RandomPairStream(
-            cfg.batch_size, d.num_frames, d.image_size, 16, 1000, max(64, 4 * cfg.batch_size * world_size),
-            cfg.seed, rank, world_size, collate_fn, s,
+            cfg.batch_size, d.num_frames, d.image_size, 16, 1000, max(64, 4 * global_batch),
+            cfg.seed, rank, world_size, collate_fn, s, cfg.accum_steps,
         )
     root = None
     if data is not None:
         p = Path(data)
         root = p if p.is_dir() else p.parent
-    common = dict(seed=cfg.seed, tokenizer=tokenizer, rank=rank, world_size=world_size, collate_fn=collate_fn)
+    common = dict(seed=cfg.seed, tokenizer=tokenizer, rank=rank, world_size=world_size, collate_fn=collate_fn,
+                  accum_steps=cfg.accum_steps)
     specs = cfg.data.datasets
     if not specs:
         if data is None:
@@ -260,4 +312,6 @@ __all__ = [
     "build_stream_factory",
     "interleave",
     "loader_factory",
+    "micro_slice",
+    "rescale_state",
 ]

@@ -4,24 +4,31 @@
 the contract), a stream factory (:mod:`open_videoprism.train.data`) and a
 :class:`~open_videoprism.train.config.TrainConfig`, and runs
 ``steps`` optimiser steps with warmup + decay, gradient accumulation and
-clipping, bf16 autocast, DDP, periodic atomic checkpoints and logs. It knows
-nothing about stages.
+clipping, bf16 autocast, DDP or FSDP2 (:mod:`open_videoprism.train.distributed`),
+periodic sharded atomic checkpoints and logs. It knows nothing about stages.
 
-Exact resume. Everything random derives from ``cfg.seed``: the model init
-(seeded by the objective builder), then ``torch``/``numpy``/``random`` seeded
-with ``seed + rank``, and the data order (the loaders derive theirs from
-``(seed, epoch, index)``). A checkpoint stores the model, the optimiser, the
-step (the schedule is a pure function of it), every rank's RNG states and the
-data position; restoring them makes the continued run compute the same
-numbers as an uninterrupted one, bit for bit on CPU with the same worker count
-(``tests/test_train_resume.py``).
+Exact resume, on any layout. Everything random derives from ``cfg.seed``: the
+model init (seeded by the objective builder), the data order (global batches,
+:mod:`open_videoprism.train.data`; loaders derive their randomness from
+``(seed, epoch, index)``, mask collators from the sample indices) and the
+objective's own draws (token dropping, shuffles): the global torch RNG is
+reseeded before every micro-batch from ``(seed, step, slice)``, where ``slice``
+is the micro-batch's place in the global batch (``rank * accum_steps + micro``).
+A checkpoint stores the trainable state (frozen modules such as the stage-2
+teacher are left out), the optimiser, the step (the schedule is a pure function
+of it) and the data position; restoring them makes the continued run compute
+the same numbers as an uninterrupted one, bit for bit on CPU with the same layout
+(``tests/test_train_resume.py``), and to float tolerance after changing how many
+ranks x micro-batches make up the same global batch (``tests/test_distributed.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +37,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from open_videoprism.atomic import write_text
@@ -40,8 +46,21 @@ from open_videoprism.runlock import acquire as acquire_run_lock
 from open_videoprism.runlock import release as release_run_lock
 from open_videoprism.train import checkpoint_manager as ckpt
 from open_videoprism.train.config import TrainConfig, objective_options
-from open_videoprism.train.data import StreamFactory
-from open_videoprism.train.distributed import DistInfo, all_reduce_mean, barrier, unwrap, wrap_ddp
+from open_videoprism.train.data import StreamFactory, rescale_state
+from open_videoprism.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    clip_grad_norm,
+    frozen_prefixes,
+    full_state_dict,
+    gradient_sync,
+    is_fsdp,
+    local_norm,
+    parallelize,
+    sync_replicated_grads,
+    unwrap,
+)
 from open_videoprism.train.logging import METRICS_FILE, MetricLogger, Progress, truncate_metrics
 from open_videoprism.train.optim import build_optimizer
 
@@ -51,6 +70,8 @@ CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
 FINAL_MODEL = "model.safetensors"
 CONFIG_FILE = "config.yaml"
+# Test hook: SIGKILL every rank right after the checkpoint of this step is committed (a crash at a known point).
+KILL_AFTER_ENV = "OVP_KILL_AFTER_CHECKPOINT"
 
 
 def build_objective(cfg: TrainConfig, teacher: str | None = None) -> nn.Module:
@@ -70,6 +91,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def micro_batch_seed(seed: int, step: int, slice_index: int) -> int:
+    """The torch seed of one micro-batch: a function of the run seed, the optimiser step (0-based)
+    and the micro-batch's slice of the global batch, never of the rank layout or of the history."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, step, slice_index, 0x5EED]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _data_rng_guard() -> contextlib.AbstractContextManager:
@@ -130,11 +157,17 @@ class Trainer:
         self.make_stream = make_stream
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.show_progress = progress
+        # Wrap (DDP) or shard (FSDP2, in place) first: the optimiser must hold the sharded parameters.
+        self.model: nn.Module = parallelize(self.objective, self.info, cfg.distributed, cfg.precision)
+        if cfg.compile:
+            self.model = cast(nn.Module, torch.compile(self.model))
         wd = cfg.optim.weight_decay
         custom = getattr(objective, "param_groups", None)
         groups = custom(wd) if callable(custom) else param_groups(objective, wd)
         self.optimizer = build_optimizer(groups, cfg.optim)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        # open_clip's feature cache: micro-batches share negatives (objectives with loss_from_features).
+        self.feature_cache = cfg.accum_steps > 1 and cfg.accum_features and callable(getattr(objective, "loss_from_features", None))
         self.step = 0
         self.data_state: dict[str, Any] | None = None
         self._lock: str | None = None
@@ -145,59 +178,104 @@ class Trainer:
     def checkpoint_dir(self) -> Path | None:
         return self.run_dir / CHECKPOINT_DIR if self.run_dir is not None else None
 
-    def _gather_rng(self) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
-        mine = ckpt.capture_rng()
-        if not dist.is_initialized() or self.info.world_size == 1:
-            return [mine]
-        out: list[Any] = [None] * self.info.world_size
-        dist.all_gather_object(out, mine)
-        return out
+    @property
+    def layout(self) -> dict[str, int]:
+        """How the global batch is split: checkpoints record it so a resized resume can convert positions."""
+        return {"world_size": self.info.world_size, "accum_steps": self.cfg.accum_steps, "batch_size": self.cfg.batch_size}
+
+    def _sharded_state(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """``({"model": ..., "optim": ...}, param_groups)`` for DCP, keyed by parameter name (so it
+        reshards): DTensor shards under FSDP2, full tensors otherwise; frozen modules left out.
+        The optimiser's hyper-parameters go to ``meta.json`` instead, keeping the shards tensors only."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.objective, self.optimizer)
+        skip = frozen_prefixes(self.objective)
+        model_sd = {k: v for k, v in model_sd.items() if not (skip and k.startswith(skip))}
+        groups = cast("list[dict[str, Any]]", optim_sd.pop("param_groups"))
+        return {"model": model_sd, "optim": optim_sd}, groups
 
     def save_checkpoint(self, stream_state: dict[str, Any]) -> Path | None:
-        """Write ``checkpoints/step_XXXXXXX`` (main rank) and prune old ones; all ranks must call it."""
-        rngs = self._gather_rng()
-        path = None
-        if self.info.is_main and self.checkpoint_dir is not None:
-            tensors = {f"model.{k}": v for k, v in unwrap(self.objective).state_dict().items()}
-            opt_tensors, opt_rest = ckpt.flatten_optimizer(self.optimizer.state_dict())
-            tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
-            rng_rest = []
-            for r, (rt, rr) in enumerate(rngs):
-                tensors.update({f"rng.{r}.{k}": v for k, v in rt.items()})
-                rng_rest.append(rr)
-            meta = {
-                "optimizer": opt_rest,
-                "rng": rng_rest,
-                "data": stream_state,
-                "world_size": self.info.world_size,
-                "config": self.cfg.to_dict(),
-            }
-            path = ckpt.save(self.checkpoint_dir, self.step, tensors, meta)
+        """Write ``checkpoints/step_XXXXXXX`` (every rank its shards, the main rank commits) and prune
+        old ones; all ranks must call it."""
+        if self.checkpoint_dir is None:
+            return None
+        state, groups = self._sharded_state()
+        meta = {
+            "optimizer": {"param_groups": groups},
+            "data": stream_state,
+            "layout": self.layout,
+            "world_size": self.info.world_size,
+            "strategy": self.cfg.distributed.strategy if self.info.distributed else "single",
+            "config": self.cfg.to_dict(),
+        }
+        path = ckpt.save_sharded(self.checkpoint_dir, self.step, state, meta, self.info.is_main)
+        if self.info.is_main:
             ckpt.prune(self.checkpoint_dir, self.cfg.keep_last)
         barrier()
         return path
 
     def restore(self, path: str | Path) -> None:
-        """Load model, optimiser, step, RNG and data position from a checkpoint folder."""
-        c = ckpt.load(path)
+        """Load model, optimiser, step and data position from a checkpoint folder (any rank count)."""
+        meta = ckpt.read_meta(path)
         try:
-            unwrap(self.objective).load_state_dict(c.prefixed("model"), strict=True)
-            self.optimizer.load_state_dict(ckpt.unflatten_optimizer(c.prefixed("optim"), c.meta["optimizer"]))
-            same_world = int(c.meta.get("world_size", 1)) == self.info.world_size
-            if same_world:
-                r = self.info.rank
-                ckpt.restore_rng(c.prefixed(f"rng.{r}"), c.meta["rng"][r])
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            if meta.get("format_version", 1) == 1:
+                self._restore_format1(Path(path), meta)
+            else:
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+                state, _ = self._sharded_state()
+                ckpt.load_sharded(path, state)
+                optim_sd = {**state["optim"], "param_groups": meta["optimizer"]["param_groups"]}
+                # strict=False only for the frozen modules left out on purpose; DCP already failed on any
+                # trainable key the checkpoint lacks.
+                set_state_dict(self.objective, self.optimizer, model_state_dict=state["model"], optim_state_dict=optim_sd,
+                               options=StateDictOptions(strict=not frozen_prefixes(self.objective)))
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AssertionError) as exc:
             raise CheckpointError(
                 f"{path}: the checkpoint does not fit this run ({type(exc).__name__}: {str(exc)[:200]}); "
                 "resume with the config it was written with, or remove it to resume from the previous one"
             ) from None
-        self.step = c.step
-        self.data_state = c.meta.get("data")
-        if not same_world:  # a different world size cannot replay the same streams; continue reproducibly instead
-            log.warning("checkpoint written with %s ranks, resuming on %d: RNG reseeded, the curve will differ",
-                        c.meta.get("world_size"), self.info.world_size)
-            seed_everything(self.cfg.seed + 1_000_003 * self.step + self.info.rank)
+        self.step = int(meta["step"])
+        self.data_state = self._data_state_for_this_layout(path, meta)
+
+    def _data_state_for_this_layout(self, path: str | Path, meta: Mapping[str, Any]) -> dict[str, Any] | None:
+        data = meta.get("data")
+        old = meta.get("layout")
+        if old is None or data is None or old == self.layout:
+            return data
+        new = self.layout
+        old_global = old["batch_size"] * old["world_size"] * old["accum_steps"]
+        new_global = new["batch_size"] * new["world_size"] * new["accum_steps"]
+        if old_global != new_global:
+            raise CheckpointError(
+                f"{path}: written with a global batch of {old_global} ({old['world_size']} ranks x {old['accum_steps']} "
+                f"micro-batches x {old['batch_size']}), this run has {new_global}; keep batch_size x ranks x accum_steps "
+                "equal to continue the same run"
+            )
+        try:
+            data = rescale_state(data, old["accum_steps"], new["accum_steps"])
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        log.info("resuming a run of %d rank(s) x %d micro-batch(es) on %d x %d: the same global batches",
+                 old["world_size"], old["accum_steps"], new["world_size"], new["accum_steps"])
+        return cast("dict[str, Any]", data)
+
+    def _restore_format1(self, path: Path, meta: Mapping[str, Any]) -> None:
+        """A checkpoint of the earlier single-file format (full tensors, positional optimiser state)."""
+        if is_fsdp(self.model):
+            raise CheckpointError(f"{path}: a format-1 checkpoint; resume it once with distributed.strategy=ddp, "
+                                  "whose checkpoints FSDP then reads")
+        c = ckpt.load(path)
+        skip = frozen_prefixes(self.objective)
+        model = {k: v for k, v in c.prefixed("model").items() if not (skip and k.startswith(skip))}
+        missing, unexpected = self.objective.load_state_dict(model, strict=False)
+        if unexpected or [k for k in missing if not (skip and k.startswith(skip))]:
+            raise KeyError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        self.optimizer.load_state_dict(ckpt.unflatten_optimizer(c.prefixed("optim"), meta["optimizer"]))
+        if int(meta.get("world_size", 1)) == self.info.world_size and "rng" in meta:
+            r = self.info.rank
+            ckpt.restore_rng(c.prefixed(f"rng.{r}"), meta["rng"][r])
 
     # --- the loop ----------------------------------------------------------------
 
@@ -269,9 +347,7 @@ class Trainer:
     def _fit(self, resume: bool, stop_after: int | None, t_start: float) -> TrainResult:
         cfg = self.cfg
         resumed_from = self._prepare_run_dir(resume)
-        model: nn.Module = wrap_ddp(self.objective, self.info, cfg.distributed.find_unused_parameters)
-        if cfg.compile:
-            model = torch.compile(model)  # type: ignore[assignment]
+        model = self.model
         model.train()
         with _data_rng_guard():
             stream = self.make_stream(self.data_state)
@@ -290,6 +366,8 @@ class Trainer:
                     logger.log(self.step, {**values, "samples_per_s": rate, "data_s": data_s})
                 if self.step % cfg.ckpt_every == 0 or self.step == end:
                     self.save_checkpoint(stream.state())
+                    if os.environ.get(KILL_AFTER_ENV) == str(self.step):
+                        os.kill(os.getpid(), signal.SIGKILL)
         finally:
             bar.close()
             logger.close()
@@ -299,60 +377,129 @@ class Trainer:
         result.seconds = time.perf_counter() - t_start
         return result
 
+    def _seed_micro_batch(self, micro: int) -> None:
+        """Reseed the objective's randomness for micro-batch ``micro`` of the coming step (module docstring)."""
+        torch.manual_seed(micro_batch_seed(self.cfg.seed, self.step, self.info.rank * self.cfg.accum_steps + micro))
+
+    def _next_batch(self, batches: Any) -> tuple[dict[str, Any], float]:
+        t0 = time.perf_counter()
+        with _data_rng_guard():
+            batch = _to_device(next(batches), self.info.device)
+        return batch, time.perf_counter() - t0
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()):
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at step {self.step + 1}; lower optim.lr, raise schedule.warmup_steps "
+                "or use precision=fp32, then --resume from the last checkpoint"
+            )
+
     def _train_step(self, model: nn.Module, batches: Any) -> tuple[dict[str, float], int, float]:
         cfg = self.cfg
         sched = cfg.schedule
         factor = lr_factor(self.step, cfg.steps, sched.warmup_steps, sched.decay, sched.min_lr_ratio)
         set_lr(self.optimizer, factor)
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        samples = 0
-        data_s = 0.0
-        for micro in range(cfg.accum_steps):
-            t0 = time.perf_counter()
-            with _data_rng_guard():
-                batch = _to_device(next(batches), self.info.device)
-            data_s += time.perf_counter() - t0
-            samples += int(batch["video"].shape[0]) if "video" in batch else 0
-            last = micro == cfg.accum_steps - 1
-            no_sync = getattr(model, "no_sync", None)  # DDP, also through torch.compile
-            sync = no_sync() if (self.info.distributed and not last and no_sync is not None) else contextlib.nullcontext()
-            with sync:
-                with self._autocast():
-                    out = model(batch)
-                loss = out["loss"]
-                if not torch.isfinite(loss.detach()):
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at step {self.step + 1}; lower optim.lr, raise schedule.warmup_steps "
-                        "or use precision=fp32, then --resume from the last checkpoint"
-                    )
-                (loss / cfg.accum_steps).backward()
-            for k, v in out.items():
-                if isinstance(v, torch.Tensor) and v.numel() == 1:
-                    sums[k] = sums.get(k, 0.0) + float(all_reduce_mean(v.float()))
+        if self.feature_cache:
+            values, samples, data_s = self._accumulate_with_feature_cache(model, batches)
+        else:
+            values, samples, data_s = self._accumulate(model, batches)
+        sync_replicated_grads(model, self.params)
         grad_norm = None
         if cfg.optim.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
+            grad_norm = clip_grad_norm(self.params, cfg.optim.grad_clip)
         self.optimizer.step()
         after = getattr(unwrap(self.objective), "after_step", None)
         if callable(after):
             after(self.step + 1)
-        values = {k: v / cfg.accum_steps for k, v in sums.items()}
         values["lr"] = self.optimizer.param_groups[0]["initial_lr"] * factor
         if grad_norm is not None:
-            values["grad_norm"] = float(grad_norm)
+            values["grad_norm"] = local_norm(grad_norm)
+        return values, samples, data_s
+
+    def _accumulate(self, model: nn.Module, batches: Any) -> tuple[dict[str, float], int, float]:
+        """Plain accumulation: the mean of ``accum_steps`` micro-batch losses; gradients synchronised
+        across ranks on the last micro-batch only."""
+        cfg = self.cfg
+        sums: dict[str, float] = {}
+        samples = 0
+        data_s = 0.0
+        for micro in range(cfg.accum_steps):
+            batch, waited = self._next_batch(batches)
+            data_s += waited
+            samples += int(batch["video"].shape[0]) if "video" in batch else 0
+            self._seed_micro_batch(micro)
+            with gradient_sync(model, micro == cfg.accum_steps - 1):
+                with self._autocast():
+                    out = model(batch)
+                loss = out["loss"]
+                self._check_finite(loss)
+                (loss / cfg.accum_steps).backward()
+            for k, v in out.items():
+                if isinstance(v, torch.Tensor) and v.numel() == 1:
+                    sums[k] = sums.get(k, 0.0) + float(all_reduce_mean(v.float()))
+        return {k: v / cfg.accum_steps for k, v in sums.items()}, samples, data_s
+
+    def _accumulate_with_feature_cache(self, model: nn.Module, batches: Any) -> tuple[dict[str, float], int, float]:
+        """open_clip's ``accum_freq``: the loss of the whole accumulated batch, every pair a negative.
+
+        Pass 1 embeds every micro-batch without gradients (``model(batch, features_only=True)``);
+        pass 2 recomputes micro-batch ``m`` with gradients (same seed, so the same dropped tokens)
+        and backpropagates the full loss with the other rows taken from the cache. Summed over ``m``
+        this is the gradient of the full loss; per-step scalars such as the temperature enter the
+        graph in the last pass only, so they are not counted ``accum_steps`` times.
+        """
+        cfg = self.cfg
+        objective = unwrap(self.objective)
+        micro_batches, data_s = [], 0.0
+        for _ in range(cfg.accum_steps):
+            batch, waited = self._next_batch(batches)
+            micro_batches.append(batch)
+            data_s += waited
+        cache: list[dict[str, torch.Tensor]] = []
+        with torch.no_grad():
+            for m, batch in enumerate(micro_batches):
+                self._seed_micro_batch(m)
+                with self._autocast():
+                    cache.append(model(batch, features_only=True))
+        out: dict[str, torch.Tensor] = {}
+        last = cfg.accum_steps - 1
+        for m, batch in enumerate(micro_batches):
+            self._seed_micro_batch(m)
+            with gradient_sync(model, m == last):
+                with self._autocast():
+                    live = model(batch, features_only=True)
+                    joined = {}
+                    for k, v in live.items():
+                        if v.dim() == 0:  # a per-step scalar (the temperature): in the graph once
+                            joined[k] = v if m == last else v.detach()
+                        else:
+                            joined[k] = torch.cat([v if i == m else c[k] for i, c in enumerate(cache)])
+                    out = objective.loss_from_features(joined)  # type: ignore[operator]
+                self._check_finite(out["loss"])
+                out["loss"].backward()
+        values = {k: float(all_reduce_mean(v.float())) for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+        samples = sum(int(b["video"].shape[0]) for b in micro_batches if "video" in b)
         return values, samples, data_s
 
     def export_final(self) -> Path | None:
         """Write the objective's model to ``final/model.safetensors`` (our format, ``ovp.load`` reads it)."""
+        if self.run_dir is None:
+            return None
         path = None
-        if self.info.is_main and self.run_dir is not None:
+        model = cast(Any, unwrap(self.objective)).export_model()
+        if is_fsdp(self.objective):  # gather the full tensors (a collective), keep the exported part
+            prefix = next(name for name, m in self.objective.named_modules() if m is model)
+            full = full_state_dict(self.objective)
+            state = {k[len(prefix) + 1:]: v for k, v in full.items() if k.startswith(prefix + ".")} if prefix else full
+        else:
+            state = model.state_dict()
+        if self.info.is_main:
             from open_videoprism.checkpoints import save_checkpoint
 
-            model = cast(Any, unwrap(self.objective)).export_model()
             path = save_checkpoint(
                 self.run_dir / FINAL_DIR / FINAL_MODEL,
-                model.state_dict(),
+                state,
                 model.cfg,
                 {"step": str(self.step), "objective": self.cfg.objective_name, "seed": str(self.cfg.seed)},
             )
@@ -360,4 +507,16 @@ class Trainer:
         return path
 
 
-__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "FINAL_DIR", "FINAL_MODEL", "Trainer", "TrainResult", "TrainingDiverged", "build_objective", "seed_everything"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CONFIG_FILE",
+    "FINAL_DIR",
+    "FINAL_MODEL",
+    "KILL_AFTER_ENV",
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "build_objective",
+    "micro_batch_seed",
+    "seed_everything",
+]
