@@ -193,6 +193,8 @@ def extract_features(
         "model": model.cfg.to_dict(),
         "config": cfg.identity(),
     }
+    if model.dtype != torch.float32:  # bf16 features differ from fp32 ones; fp32 keeps older folders valid
+        identity["model_dtype"] = str(model.dtype).removeprefix("torch.")
     progress_path = out / PROGRESS_FILE
     state: dict[str, Any] = {"identity": identity, "shards": [], "num_done": 0, "loader_state": None, "complete": False}
     if progress_path.is_file():

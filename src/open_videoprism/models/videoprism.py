@@ -25,7 +25,9 @@ from torch import nn
 from open_videoprism.errors import InputError
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
 from open_videoprism.models.layers import (
+    ATTN_IMPLS,
     INIT_STD,
+    Attention,
     AttentionPool,
     NormPolicy,
     Transformer,
@@ -310,6 +312,14 @@ class VideoPrism(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.encoder.patch_embed.weight.device
+
+    def set_attn_impl(self, impl: str) -> None:
+        """``"fast"`` (default) or ``"reference"`` (the official op order, the parity reference) in every attention."""
+        if impl not in ATTN_IMPLS:
+            raise ValueError(f"unknown attention implementation {impl!r}; use one of {', '.join(ATTN_IMPLS)}")
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.impl = impl  # type: ignore[assignment]  # checked above
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each transformer block in the backward pass to save memory."""

@@ -59,7 +59,7 @@ class SearchIndex:
         if self._model is None:
             from open_videoprism.search.indexer import load_model
 
-            self._model = load_model(self.meta["checkpoint"], self._tokenizer)
+            self._model = load_model(self.meta["checkpoint"], self._tokenizer, self.meta.get("dtype", "fp32"))
         return self._model
 
     def embed_text(self, text: str) -> np.ndarray:

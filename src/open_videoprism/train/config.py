@@ -178,7 +178,7 @@ class TrainConfig:
     steps: int = 100
     batch_size: int = 8  # per rank and micro-batch
     accum_steps: int = 1  # micro-batches per optimiser step
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16: autocast; auto: bf16 where native (precision.py)
     compile: bool = False  # torch.compile the objective
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = 10
