@@ -104,3 +104,21 @@ def test_checkpoint_layout_unchanged():
     keys = ovp.create_model("videoprism_test_tiny").state_dict().keys()
     assert "encoder.spatial.blocks.0.attn.q.weight" in keys and "encoder.spatial.blocks.0.attn.v.bias" in keys
     assert not any("qkv" in k for k in keys)
+
+
+@pytest.mark.slow
+def test_flex_equals_reference():
+    """The compiled FlexAttention path (a compilation per shape: about a minute on a CPU)."""
+    fast, ref = _pair("videoprism_lvt_test_tiny")
+    fast.set_attn_impl("flex")
+    video = torch.rand(2, 4, 3, 72, 72, generator=torch.Generator().manual_seed(4))
+    paddings = torch.tensor([[0, 0, 0, 1], [0, 1, 1, 1]])
+    with torch.no_grad():
+        for kwargs in ({}, {"frame_paddings": paddings}):
+            a, b = fast.encode_video(video, **kwargs), ref.encode_video(video, **kwargs)
+            _close(a.tokens, b.tokens)
+            _close(a.embedding, b.embedding)
+        ids = torch.randint(1, 100, (2, 8), generator=torch.Generator().manual_seed(5))
+        pad = torch.zeros(2, 8)
+        pad[1, 3:] = 1
+        _close(fast.encode_text(ids, pad), ref.encode_text(ids, pad))

@@ -343,7 +343,7 @@ def load(
 
     ``dtype``: a torch dtype, ``"fp32"``, ``"bf16"`` or ``"auto"`` (bf16 only where
     ``device`` runs it natively; :mod:`open_videoprism.precision`). ``attn_impl``:
-    ``"fast"`` or ``"reference"`` (today's arithmetic, for parity checks).
+    ``"fast"``, ``"reference"`` (the official op order, for parity checks) or ``"flex"``.
 
     >>> model = load("flax_lvt_base_f16r288_repeated.npz", dtype="auto")
     >>> model = load("google/videoprism-lvt-base-f16r288")

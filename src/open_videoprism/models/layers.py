@@ -85,8 +85,8 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-AttnImpl = Literal["fast", "reference"]
-ATTN_IMPLS: tuple[str, ...] = ("fast", "reference")
+AttnImpl = Literal["fast", "reference", "flex"]
+ATTN_IMPLS: tuple[str, ...] = ("fast", "reference", "flex")
 
 
 class Attention(nn.Module):
@@ -103,6 +103,9 @@ class Attention(nn.Module):
       and the cap applied in place (no extra ``L x L`` buffers); without a cap
       (the MAP pooler), PyTorch's fused ``scaled_dot_product_attention``. Equal to
       the reference within float32 rounding (tests: 1e-5).
+    * ``"flex"``: as ``"fast"``, but capped attention runs as one compiled FlexAttention
+      kernel (:mod:`open_videoprism.models.flex`); pays a compilation per new shape,
+      so it is for fixed-shape inference.
 
     Args:
         dim: input (and output) width.
@@ -209,7 +212,11 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         q, k, v = self._project(x, context)
         t, s = q.shape[-2], k.shape[-2]
-        if self.logit_cap > 0:
+        if self.logit_cap > 0 and self.impl == "flex":
+            from open_videoprism.models.flex import capped_flex_attention
+
+            out = capped_flex_attention(q, k, v, self.head_dim**-0.5, self.logit_cap, key_mask, causal)
+        elif self.logit_cap > 0:
             cap = self.logit_cap
             # cap * tanh((q . k) * scale / cap): the 1/cap rides on the [L, Dh] query, not the [L, S] logits.
             scale = self._query_scale(q.dtype)

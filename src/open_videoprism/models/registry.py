@@ -52,7 +52,7 @@ def create_model(
 
     ``dtype``: a torch dtype, ``"fp32"``, ``"bf16"`` or ``"auto"`` (bf16 where the
     device runs it natively, else fp32; see :mod:`open_videoprism.precision`).
-    ``attn_impl``: ``"fast"`` or ``"reference"`` (see :class:`~open_videoprism.models.layers.Attention`).
+    ``attn_impl``: ``"fast"``, ``"reference"`` or ``"flex"`` (see :class:`~open_videoprism.models.layers.Attention`).
 
     >>> model = create_model("videoprism_test_tiny", dtype="auto")
     """

@@ -314,7 +314,9 @@ class VideoPrism(nn.Module):
         return self.encoder.patch_embed.weight.device
 
     def set_attn_impl(self, impl: str) -> None:
-        """``"fast"`` (default) or ``"reference"`` (the official op order, the parity reference) in every attention."""
+        """The attention implementation of every layer: ``"fast"`` (default), ``"reference"`` (the official
+        op order, the parity reference) or ``"flex"`` (compiled FlexAttention, fixed-shape inference);
+        see :class:`~open_videoprism.models.layers.Attention`."""
         if impl not in ATTN_IMPLS:
             raise ValueError(f"unknown attention implementation {impl!r}; use one of {', '.join(ATTN_IMPLS)}")
         for m in self.modules():
