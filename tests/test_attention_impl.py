@@ -70,7 +70,12 @@ def test_fast_equals_reference(name):
             _close(fast.pool(tokens, mask), ref.pool(tokens, mask))
 
 
-def test_fast_gradients_equal_reference():
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "query-chunks"])
+def test_fast_gradients_equal_reference(chunked, monkeypatch):
+    from open_videoprism.models import layers
+
+    if chunked:
+        monkeypatch.setattr(layers, "LOGITS_BUDGET", 2 * 2 * 7)
     fast, ref = _pair("videoprism_lvt_v1_base")
     fast.train()
     ref.train()
@@ -121,4 +126,23 @@ def test_flex_equals_reference():
         ids = torch.randint(1, 100, (2, 8), generator=torch.Generator().manual_seed(5))
         pad = torch.zeros(2, 8)
         pad[1, 3:] = 1
+        _close(fast.encode_text(ids, pad), ref.encode_text(ids, pad))
+
+
+def test_query_chunks_equal_reference(monkeypatch):
+    """Long sequences run in query chunks (memory linear in length): same numbers, masks and causality included."""
+    from open_videoprism.models import layers
+
+    fast, ref = _pair("videoprism_lvt_v1_base")
+    monkeypatch.setattr(layers, "LOGITS_BUDGET", 2 * 2 * 7)  # tiny: chunks of a few query rows
+    video = torch.rand(2, 4, 3, 72, 72, generator=torch.Generator().manual_seed(6))
+    paddings = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0]])
+    ids = torch.randint(1, 100, (2, 8), generator=torch.Generator().manual_seed(7))
+    pad = torch.zeros(2, 8)
+    pad[0, 6:] = 1
+    with torch.no_grad():
+        for kwargs in ({}, {"frame_paddings": paddings}):
+            a, b = fast.encode_video(video, **kwargs), ref.encode_video(video, **kwargs)
+            _close(a.tokens, b.tokens)
+            _close(a.embedding, b.embedding)
         _close(fast.encode_text(ids, pad), ref.encode_text(ids, pad))

@@ -85,6 +85,11 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+# The fast path computes capped attention in query chunks of at most this many logits
+# (2^25: 128 MB in float32), so memory grows linearly, not quadratically, with the sequence
+# (the LvT auxiliary layers attend over all T x N tokens: 12.9 GB of logits at 64 frames).
+LOGITS_BUDGET = 1 << 25
+
 AttnImpl = Literal["fast", "reference", "flex"]
 ATTN_IMPLS: tuple[str, ...] = ("fast", "reference", "flex")
 
@@ -102,7 +107,9 @@ class Attention(nn.Module):
       as they are); with a logit cap, the ``1 / cap`` folded into the query scale
       and the cap applied in place (no extra ``L x L`` buffers); without a cap
       (the MAP pooler), PyTorch's fused ``scaled_dot_product_attention``. Equal to
-      the reference within float32 rounding (tests: 1e-5).
+      the reference within float32 rounding (tests: 1e-5). Long sequences are processed
+      in query chunks of at most :data:`LOGITS_BUDGET` logits, so memory stays linear in
+      the sequence length.
     * ``"flex"``: as ``"fast"``, but capped attention runs as one compiled FlexAttention
       kernel (:mod:`open_videoprism.models.flex`); pays a compilation per new shape,
       so it is for fixed-shape inference.
@@ -207,6 +214,24 @@ class Attention(nn.Module):
         k, v = F.linear(context, w, b).unflatten(-1, (2, h, dh)).permute(2, 0, 3, 1, 4).unbind(0)
         return self._split(self.q(x)), k, v
 
+    def _capped_rows(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, causal: bool, first: int
+    ) -> torch.Tensor:
+        """Capped attention of query rows ``first .. first + len(q)`` (``q`` already scaled by ``1 / cap``)."""
+        logits = (q @ k.transpose(-1, -2)).tanh_()  # the matmul's backward does not need its output
+        # tanh's backward needs its output: scale in place only when no gradient flows.
+        logits = logits * self.logit_cap if logits.requires_grad else logits.mul_(self.logit_cap)
+        if key_mask is not None or causal:
+            logits = logits.float()  # no copy in float32; bf16 needs the float32 range for the mask value
+            if key_mask is not None:
+                logits.masked_fill_(~key_mask[:, None, None, :], _MASK_VALUE)
+            if causal:
+                t, s = logits.shape[-2:]
+                query = torch.arange(first, first + t, device=q.device)
+                logits.masked_fill_(query[:, None] < torch.arange(s, device=q.device)[None, :], _MASK_VALUE)
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype)
+        return probs @ v
+
     def _forward_fast(
         self, x: torch.Tensor, context: torch.Tensor | None, key_mask: torch.Tensor | None, causal: bool
     ) -> torch.Tensor:
@@ -217,21 +242,16 @@ class Attention(nn.Module):
 
             out = capped_flex_attention(q, k, v, self.head_dim**-0.5, self.logit_cap, key_mask, causal)
         elif self.logit_cap > 0:
-            cap = self.logit_cap
             # cap * tanh((q . k) * scale / cap): the 1/cap rides on the [L, Dh] query, not the [L, S] logits.
-            scale = self._query_scale(q.dtype)
-            logits = (q * (scale / cap)) @ k.transpose(-1, -2)
-            logits = logits.tanh_()  # the matmul's backward does not need its output
-            # tanh's backward needs its output: scale in place only when no gradient flows.
-            logits = logits * cap if logits.requires_grad else logits.mul_(cap)
-            if key_mask is not None or causal:
-                logits = logits.float()  # no copy in float32; bf16 needs the float32 range for the mask value
-                if key_mask is not None:
-                    logits.masked_fill_(~key_mask[:, None, None, :], _MASK_VALUE)
-                if causal:
-                    logits.masked_fill_(torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1), _MASK_VALUE)
-            probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype)
-            out = probs @ v
+            q = q * (self._query_scale(q.dtype) / self.logit_cap)
+            b, h = q.shape[:2]
+            rows = max(1, LOGITS_BUDGET // (b * h * s))
+            if rows >= t:
+                out = self._capped_rows(q, k, v, key_mask, causal, 0)
+            else:  # long sequences: query rows in chunks, so the logits never exceed the budget
+                out = q.new_empty(b, h, t, v.shape[-1])
+                for i in range(0, t, rows):
+                    out[:, :, i : i + rows] = self._capped_rows(q[:, :, i : i + rows], k, v, key_mask, causal, i)
         else:
             # No cap: the fused kernel. An additive mask of the official finite value gives the same
             # probabilities as masked_fill (logit + 2.4e38 rounds to 2.4e38), fully masked rows included.
