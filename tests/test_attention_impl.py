@@ -150,3 +150,21 @@ def test_query_chunks_equal_reference(monkeypatch):
             _close(a.tokens, b.tokens)
             _close(a.embedding, b.embedding)
         _close(fast.encode_text(ids, pad), ref.encode_text(ids, pad))
+
+
+def test_length_groups_equal_one_group(monkeypatch):
+    """Packed rows grouped by length (random masks: rows of many lengths) give the one-group result."""
+    from open_videoprism.models import videoprism
+
+    fast, ref = _pair("videoprism_lvt_v1_base")
+    g = torch.Generator().manual_seed(8)
+    video = torch.rand(2, 4, 3, 72, 72, generator=g)
+    visible = torch.stack([torch.randperm(64, generator=g)[:23] for _ in range(2)])
+    with torch.no_grad():
+        grouped = fast.encode_video(video, visible=visible)
+        monkeypatch.setattr(videoprism, "PACK_GROUPS", 1)
+        single = fast.encode_video(video, visible=visible)
+        reference = ref.encode_video(video, visible=visible)
+    _close(grouped.tokens, single.tokens)
+    _close(grouped.spatial_tokens, single.spatial_tokens)
+    _close(grouped.tokens, reference.tokens)
