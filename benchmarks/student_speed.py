@@ -19,6 +19,7 @@ Timings are the minimum over ``--repeats`` rounds (cases interleaved, after a wa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -104,7 +105,7 @@ def run(models: list[str], frames: int, size: int, batch: int, ratio: float, rep
 
         visible: dict[str, torch.Tensor | None] = {"full forward": None}
         for label, mcfg in MASKS.items():
-            mcfg = MaskConfig(**{**mcfg.to_dict(), "ratio": ratio})
+            mcfg = dataclasses.replace(mcfg, ratio=ratio)
             visible[label] = build_mask_generator(mcfg)(batch, grid, torch.Generator().manual_seed(0)).visible
         t_fwd = _timed_interleaved({k: fwd(v) for k, v in visible.items()}, repeats)
         t_fb = _timed_interleaved({k: fwd_bwd(v) for k, v in visible.items()}, repeats) if backward else {}

@@ -97,7 +97,7 @@ ATTN_IMPLS: tuple[str, ...] = ("fast", "reference", "flex")
 class Attention(nn.Module):
     """Multi-head attention with separate q/k/v/out projections (all with bias).
 
-    Two implementations of the same arithmetic, chosen by ``impl`` (set for a whole
+    Three implementations of the same arithmetic, chosen by ``impl`` (set for a whole
     model with :meth:`VideoPrism.set_attn_impl`):
 
     * ``"reference"``: the official order of operations, one op at a time; the
