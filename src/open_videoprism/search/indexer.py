@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from open_videoprism.errors import UserError
 from open_videoprism.search.db import SCHEMA_VERSION, Database, Moment
@@ -220,7 +221,8 @@ def index_folder(folder: str | Path, db_path: str | Path, settings: IndexSetting
                     bar.update(1)
                     continue
                 video = item["clips"].float().div_(255.0)
-                emb = model.encode_video(video, frame_embeddings=False).embedding.float().numpy()
+                # Renormalised in float32: a bf16 unit vector is not one, and a moment must score 1 with itself.
+                emb = F.normalize(model.encode_video(video, frame_embeddings=False).embedding.float(), dim=-1).numpy()
                 pending.setdefault(i, []).extend(
                     Moment(s, e, w, emb[k], item["thumbs"][k]) for k, (s, e, w) in enumerate(item["spans"]))
                 if item["last"]:
