@@ -68,7 +68,9 @@ def native_bf16(device: torch.device | str | None = None, cpu_flags: Iterable[st
     """Whether ``device`` runs bf16 natively, and why (a short phrase)."""
     kind = _device_type(device)
     if kind == "cuda":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False):
+        if not torch.cuda.is_available():
+            return False, "no CUDA device available"
+        if torch.cuda.is_bf16_supported(including_emulation=False):
             return True, f"CUDA device {torch.cuda.get_device_name(device)} supports bf16"
         return False, "this CUDA device has no native bf16 (pre-Ampere)"
     if kind != "cpu":
