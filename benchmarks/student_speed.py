@@ -19,6 +19,7 @@ Timings are the minimum over ``--repeats`` rounds (cases interleaved, after a wa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -68,7 +69,8 @@ def _stage_work(model: ovp.VideoPrism, video: torch.Tensor, visible: torch.Tenso
         mod = getattr(model.encoder, name)
 
         def hook(_m: torch.nn.Module, args: tuple, name: str = name) -> None:
-            seen[name] = int(args[0].shape[0] * args[0].shape[1])
+            # Summed: packed rows run in groups of similar length, one call per group.
+            seen[name] = seen.get(name, 0) + int(args[0].shape[0] * args[0].shape[1])
 
         hooks.append(mod.register_forward_pre_hook(hook))
     with torch.no_grad():
@@ -103,7 +105,7 @@ def run(models: list[str], frames: int, size: int, batch: int, ratio: float, rep
 
         visible: dict[str, torch.Tensor | None] = {"full forward": None}
         for label, mcfg in MASKS.items():
-            mcfg = MaskConfig(**{**mcfg.to_dict(), "ratio": ratio})
+            mcfg = dataclasses.replace(mcfg, ratio=ratio)
             visible[label] = build_mask_generator(mcfg)(batch, grid, torch.Generator().manual_seed(0)).visible
         t_fwd = _timed_interleaved({k: fwd(v) for k, v in visible.items()}, repeats)
         t_fb = _timed_interleaved({k: fwd_bwd(v) for k, v in visible.items()}, repeats) if backward else {}
@@ -148,15 +150,23 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per case (the minimum is reported)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--backward", action="store_true", help="also time forward+backward")
+    p.add_argument("--pack-groups", type=int, default=None,
+                   help="length groups of packed rows (default: the library's PACK_GROUPS; 1: one group, as before)")
     p.add_argument("--json", help="write the rows to this JSON file too")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.pack_groups:
+        from open_videoprism.models import videoprism
+
+        videoprism.PACK_GROUPS = args.pack_groups
     rows = run(args.models, args.frames, args.size, args.batch, args.ratio, args.repeats, args.backward)
     full = {}
     for r in rows:
         if r["mask"] == "full forward":
             full[r["model"] + "s"], full[r["model"] + "t"] = r["spatial_tokens"], r["temporal_tokens"]
-    print(f"# {args.batch} x {args.frames} frames at {args.size}px, ratio {args.ratio}, "
+    from open_videoprism.models.videoprism import PACK_GROUPS
+
+    print(f"# {args.batch} x {args.frames} frames at {args.size}px, ratio {args.ratio}, {PACK_GROUPS} length groups, "
           f"{args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}")
     print("# work = padded tokens entering the stage's transformer / the full forward's")
     print(to_markdown(rows, full))

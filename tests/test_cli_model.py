@@ -25,9 +25,10 @@ def test_embed_demo_clip(lvt_ckpt, demo_clip, official_dir, tmp_path, capsys):
     out = tmp_path / "feats.npz"
     rc = main(["embed", "--checkpoint", str(lvt_ckpt), str(demo_clip), "--out", str(out),
                "--text", "a video of playing drums.", "--text", "a dog.",
-               "--tokenizer", str(official_dir / "test_spm.model")])
+               "--tokenizer", str(official_dir / "test_spm.model"), "--dtype", "fp32"])
     assert rc == 0
     z = np.load(out)
+    assert str(z["dtype"]) == "fp32"
     assert z["tokens"].shape == (1, 4 * 16, 64)  # model table: 4 frames at 72 px
     assert z["embedding"].shape == (1, 64) and z["frame_embeddings"].shape == (1, 4, 64)
     assert z["scores"].shape == (1, 2)

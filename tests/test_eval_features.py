@@ -92,3 +92,21 @@ def test_cache_refuses_other_settings(synth, model, tmp_path):
     assert load_features(out).embedding.shape[1] == 2
     with pytest.raises(FeatureCacheError, match="videoprism features"):
         load_features(tmp_path / "missing")
+
+
+def test_bf16_features_are_their_own_cache(synth, model, tmp_path):
+    """The model's dtype is part of a folder's identity (fp32 folders keep theirs) and of the eval cache's name."""
+    from open_videoprism.eval.config import EvalConfig
+    from open_videoprism.eval.tasks import EvalSettings, _cache_folder
+
+    out, cfg = tmp_path / "f", FeatureConfig(store_tokens=False)
+    extract_features(model, synth / "test.jsonl", out, cfg, progress=False)
+    assert "model_dtype" not in json.loads((out / "progress.json").read_text())["identity"]
+    half = ovp.create_model("videoprism_lvt_test_tiny", dtype="bf16")
+    with pytest.raises(FeatureCacheError, match="--overwrite"):
+        extract_features(half, synth / "test.jsonl", out, cfg, progress=False)
+    settings = EvalSettings(checkpoint=str(synth / "test.jsonl"), out_dir=tmp_path, data_dir=None, train_manifest=None,
+                            test_manifest=None, cache_dir=None, tokenizer=None, cfg=EvalConfig())
+    manifest = str(synth / "test.jsonl")
+    assert _cache_folder(settings, manifest, cfg) == _cache_folder(settings, manifest, cfg, torch.float32)
+    assert _cache_folder(settings, manifest, cfg, torch.bfloat16) != _cache_folder(settings, manifest, cfg)

@@ -1,4 +1,5 @@
-"""Official parity: every reference case of tests/fixtures/official to <= 1e-4 in fp32."""
+"""Official parity: every reference case of tests/fixtures/official to <= 1e-4 in fp32,
+through both attention implementations (``fast``, the default, and ``reference``)."""
 
 from __future__ import annotations
 
@@ -22,14 +23,14 @@ def _max_diff(a: torch.Tensor, b: np.ndarray) -> float:
     return (a.double() - torch.from_numpy(b).double()).abs().max().item()
 
 
-@pytest.fixture(scope="module")
-def encoder(official_dir):
-    return ovp.load(official_dir / "public_encoder.npz")
+@pytest.fixture(scope="module", params=["fast", "reference"])
+def encoder(official_dir, request):
+    return ovp.load(official_dir / "public_encoder.npz", attn_impl=request.param)
 
 
-@pytest.fixture(scope="module")
-def lvt(official_dir):
-    return ovp.load(official_dir / "public_lvt.npz")
+@pytest.fixture(scope="module", params=["fast", "reference"])
+def lvt(official_dir, request):
+    return ovp.load(official_dir / "public_lvt.npz", attn_impl=request.param)
 
 
 def test_inferred_encoder_config_matches_fixture_json(official_dir, encoder):

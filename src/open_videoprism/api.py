@@ -168,7 +168,7 @@ def pretrain(
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _frozen_model(checkpoint: PathLike, device: str | None) -> VideoPrism:
+def _frozen_model(checkpoint: PathLike, device: str | None, dtype: str = "fp32") -> VideoPrism:
     import torch
 
     from open_videoprism.checkpoints import load
@@ -176,7 +176,8 @@ def _frozen_model(checkpoint: PathLike, device: str | None) -> VideoPrism:
 
     if not is_hub_name(str(checkpoint)) and not Path(checkpoint).exists():
         raise UserError(f"{checkpoint}: checkpoint not found")
-    model = load(checkpoint, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load(checkpoint, device=device, dtype=dtype)
     return model.requires_grad_(False)
 
 
@@ -215,6 +216,7 @@ def evaluate(
     epochs: int | None = None,
     lr: float | None = None,
     device: str | None = None,
+    dtype: str = "fp32",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a frozen checkpoint on one task (``probe``, ``linear``, ``retrieval``,
@@ -231,6 +233,8 @@ def evaluate(
             (``probe.epochs=5``).
         label_field, seed, epochs, lr: shorthands for ``features.label_field``, every
             head's ``seed``, and the ``epochs``/``lr`` of the head ``task`` trains.
+        dtype: the frozen model's precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (bf16 where
+            native, :mod:`open_videoprism.precision`); heads train in float32 either way.
     """
     from open_videoprism.config import build, override_layers, to_dict
     from open_videoprism.eval.config import EvalConfig, load_eval_config
@@ -247,7 +251,7 @@ def evaluate(
         cfg = load_eval_config(config, extra)
     from open_videoprism.runlock import run_lock
 
-    model = _frozen_model(checkpoint, device)
+    model = _frozen_model(checkpoint, device, dtype)
     settings = EvalSettings(
         checkpoint=str(checkpoint), out_dir=Path(out), data_dir=Path(data) if data else None,
         train_manifest=None if train is None else str(train), test_manifest=None if test is None else str(test),
@@ -267,11 +271,13 @@ def extract_features(
     overrides: Sequence[str] = (),
     overwrite: bool = False,
     device: str | None = None,
+    dtype: str = "fp32",
     progress: bool = True,
 ) -> Path:
     """Cache frozen features of every video of ``manifest`` in ``out`` (resumable; see
     :func:`open_videoprism.eval.features.extract_features`); ``overrides`` are
-    :class:`FeatureConfig` keys (``num_clips=4``). Returns ``out``;
+    :class:`FeatureConfig` keys (``num_clips=4``); ``dtype``: ``"fp32"``, ``"bf16"`` or
+    ``"auto"`` (a folder records a non-fp32 dtype in its identity). Returns ``out``;
     :func:`open_videoprism.eval.load_features` reads it."""
     from open_videoprism.config import build, override_layers, to_dict
     from open_videoprism.eval.features import FeatureConfig
@@ -290,7 +296,7 @@ def extract_features(
     info = init_distributed(device or "auto")
     lock = None
     try:
-        model = _frozen_model(checkpoint, str(info.device))
+        model = _frozen_model(checkpoint, str(info.device), dtype)
         if info.is_main:  # one job per output folder; its ranks share it
             lock = acquire(out)
         barrier()

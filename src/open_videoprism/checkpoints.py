@@ -33,6 +33,7 @@ from open_videoprism.integrity import (
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
 from open_videoprism.models.registry import create_model
 from open_videoprism.models.videoprism import VideoPrism
+from open_videoprism.precision import resolve_dtype
 
 FORMAT = "open_videoprism"
 FORMAT_VERSION = "1"
@@ -328,10 +329,11 @@ def _read_source(path: str | os.PathLike) -> tuple[VideoPrismConfig, dict[str, t
 
 def load(
     path: str | os.PathLike,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     device: torch.device | str | None = None,
     strict: bool = True,
     revision: str | None = None,
+    attn_impl: str = "fast",
 ) -> VideoPrism:
     """Load a model in eval mode from an official ``.npz``, one of our
     ``.safetensors`` files, a Hugging Face VideoPrism folder, a run folder, or a
@@ -339,9 +341,14 @@ def load(
     ``videoprism_lvt_v1_base``; see :mod:`open_videoprism.hub`). Models loaded by
     name keep their repo's tokenizer as ``model.tokenizer``.
 
-    >>> model = load("flax_lvt_base_f16r288_repeated.npz", dtype=torch.bfloat16)
+    ``dtype``: a torch dtype, ``"fp32"``, ``"bf16"`` or ``"auto"`` (bf16 only where
+    ``device`` runs it natively; :mod:`open_videoprism.precision`). ``attn_impl``:
+    ``"fast"``, ``"reference"`` (the official op order, for parity checks) or ``"flex"``.
+
+    >>> model = load("flax_lvt_base_f16r288_repeated.npz", dtype="auto")
     >>> model = load("google/videoprism-lvt-base-f16r288")
     """
+
     from open_videoprism import hub
 
     tokenizer = None
@@ -349,9 +356,9 @@ def load(
         files = hub.resolve(str(path), revision)
         path, tokenizer = files.checkpoint, files.tokenizer
     cfg, state = read_any(path, strict=strict)
-    model = create_model(cfg)
+    model = create_model(cfg, attn_impl=attn_impl)
     model.load_state_dict(state, strict=False)  # names and shapes already checked by read_any
-    model = model.to(dtype=dtype, device=device).eval()
+    model = model.to(dtype=resolve_dtype(dtype, device).dtype, device=device).eval()
     if tokenizer is not None and model.text is not None:
         from open_videoprism.tokenizer import Tokenizer
 

@@ -11,8 +11,7 @@ import torch
 
 from open_videoprism.arrays import SUFFIXES, write_arrays
 from open_videoprism.errors import UserError
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+from open_videoprism.precision import DTYPE_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output file, .npz or .safetensors (written atomically)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's table, 16 base / 8 large)")
     p.add_argument("--size", type=int, default=None, help="frame size in pixels, divisible by 18 (default: the model's, 288)")
-    p.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32", help="inference precision (default fp32)")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
+                   help="inference precision; auto (default): bf16 where the CPU/GPU runs it natively, else fp32")
     p.add_argument("--pooled-only", action="store_true", help="do not write the [V, T*N, D] tokens")
     p.add_argument("--text", action="append", default=[], help="a text query to score against the videos (repeatable)")
     p.add_argument("--tokenizer", help="SentencePiece .model for --text (default for hub names: the repo's; else the c4_en vocabulary for released models)")
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} must be a positive integer, got {value}")
     if out.is_dir():
         raise UserError(f"{out}: --out is a folder; give a file name ending in .npz or .safetensors")
-    model = load(args.checkpoint, dtype=_DTYPES[args.dtype])
+    model = load(args.checkpoint, dtype=args.dtype)
     if args.text and model.text is None:
         raise UserError(f"{args.checkpoint}: this checkpoint has no text encoder; --text needs a video-text (LvT) model")
     tokenizer = None
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             sims = torch.from_numpy(arrays["embedding"]) @ text.T
             arrays["scores"] = torch.softmax(sims / 0.01, dim=-1).numpy()
     meta = {"paths": json.dumps(list(args.videos)), "checkpoint": str(args.checkpoint),
-            "frames": str(frames), "size": str(size)}
+            "frames": str(frames), "size": str(size), "dtype": "bf16" if model.dtype == torch.bfloat16 else "fp32"}
     write_arrays(out, arrays, meta)
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items())
     print(f"wrote {out}: {shapes}")

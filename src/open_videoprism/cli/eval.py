@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(
         args.task, args.checkpoint, out=args.out, data=args.data, train=args.train, test=args.test, cache=args.cache,
         tokenizer=args.tokenizer, config=args.config, overrides=overrides, label_field=args.label_field,
-        seed=args.seed, epochs=args.epochs, lr=args.lr, device=args.device,
+        seed=args.seed, epochs=args.epochs, lr=args.lr, device=args.device, dtype=args.dtype,
     )
     shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in result["metrics"].items()}
     print(json.dumps({"task": args.task, "metrics": shown, "chance": {k: round(v, 2) for k, v in result["chance"].items()}}))

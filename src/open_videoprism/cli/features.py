@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from open_videoprism.precision import DTYPE_NAMES
+
 
 def add_extraction_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("clip sampling and extraction (default: the config's features section)")
@@ -16,6 +18,8 @@ def add_extraction_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shard-size", type=int, help="videos per shard = resume granularity (default 256)")
     g.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
+                   help="model precision; auto (default): bf16 where the device runs it natively, else fp32")
 
 
 EXTRACTION_KEYS = {"frames": "num_frames", "image_size": "image_size", "num_clips": "num_clips", "stride": "frame_stride",
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args)
     store_tokens = False if args.no_tokens else None
     out = extract_features(
-        args.checkpoint, args.manifest, args.out, overwrite=args.overwrite, device=args.device,
+        args.checkpoint, args.manifest, args.out, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
         overrides=extraction_overrides(args, "", store_tokens=store_tokens, shard_format=args.format),
     )
     fs = load_features(out)

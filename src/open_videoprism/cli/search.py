@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="moments per forward pass (default 8)")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2; 0: in process)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="video encoder precision; auto (default): bf16 where native, else fp32 (queries run in fp32)")
     p.set_defaults(func=run_index)
 
     s = sub.add_parser("search", help="find the moments that match a description (or a video) in a database",
@@ -64,7 +66,7 @@ def run_index(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     settings = IndexSettings(checkpoint=args.checkpoint, tokenizer=args.tokenizer, window=args.window,
                              stride=args.stride, frames=args.frames, size=args.size, batch_size=args.batch_size,
-                             workers=args.workers)
+                             workers=args.workers, dtype=args.dtype)
     summary = index_folder(args.folder, args.db, settings)
     for err in summary.errors:
         print(f"skipped {err}", file=sys.stderr)

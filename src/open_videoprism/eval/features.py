@@ -202,6 +202,8 @@ def extract_features(
         "model": model.cfg.to_dict(),
         "config": cfg.identity(),
     }
+    if model.dtype != torch.float32:  # bf16 features differ from fp32 ones; fp32 keeps older folders valid
+        identity["model_dtype"] = str(model.dtype).removeprefix("torch.")
     final = out / PROGRESS_FILE
     if final.is_file() and world > 1:  # every rank reads the same file, so they all take the same branch
         done = json.loads(final.read_text())

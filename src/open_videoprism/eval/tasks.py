@@ -125,10 +125,12 @@ def _manifest(path: str):
     return Manifest.read(path)
 
 
-def _cache_folder(settings: EvalSettings, manifest: str, cfg: FeatureConfig) -> Path:
-    key = fingerprint_hash(
-        {"manifest": file_fingerprint(manifest), "checkpoint": file_fingerprint(settings.checkpoint), "cfg": cfg.identity()}
-    )
+def _cache_folder(settings: EvalSettings, manifest: str, cfg: FeatureConfig, dtype: torch.dtype = torch.float32) -> Path:
+    ident: dict[str, Any] = {"manifest": file_fingerprint(manifest), "checkpoint": file_fingerprint(settings.checkpoint),
+                             "cfg": cfg.identity()}
+    if dtype != torch.float32:  # bf16 features get their own folder; fp32 folders keep their names
+        ident["model_dtype"] = str(dtype).removeprefix("torch.")
+    key = fingerprint_hash(ident)
     return (settings.cache_dir or settings.out_dir / "features") / f"{Path(manifest).stem}-{key}"
 
 
@@ -138,11 +140,11 @@ def features_for(model: VideoPrism, settings: EvalSettings, manifest: str, cfg: 
     needs no tokens reuses a finished folder that has them (a superset)."""
     cfg = (cfg or settings.features).resolved(model)
     if not cfg.store_tokens:
-        superset = _cache_folder(settings, manifest, FeatureConfig(**{**asdict(cfg), "store_tokens": True}))
+        superset = _cache_folder(settings, manifest, FeatureConfig(**{**asdict(cfg), "store_tokens": True}), model.dtype)
         progress = superset / "progress.json"
         if progress.is_file() and json.loads(progress.read_text()).get("complete"):
             return load_features(superset)
-    cache = _cache_folder(settings, manifest, cfg)
+    cache = _cache_folder(settings, manifest, cfg, model.dtype)
     log.info("features of %s: %s", manifest, cache)
     extract_features(model, manifest, cache, cfg, checkpoint=settings.checkpoint, progress=settings.progress)
     return load_features(cache)

@@ -90,8 +90,34 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+# The fast path computes capped attention in query chunks of at most this many logits
+# (2^25: 128 MB in float32), so memory grows linearly, not quadratically, with the sequence
+# (the LvT auxiliary layers attend over all T x N tokens: 12.9 GB of logits at 64 frames).
+LOGITS_BUDGET = 1 << 25
+
+AttnImpl = Literal["fast", "reference", "flex"]
+ATTN_IMPLS: tuple[str, ...] = ("fast", "reference", "flex")
+
+
 class Attention(nn.Module):
     """Multi-head attention with separate q/k/v/out projections (all with bias).
+
+    Three implementations of the same arithmetic, chosen by ``impl`` (set for a whole
+    model with :meth:`VideoPrism.set_attn_impl`):
+
+    * ``"reference"``: the official order of operations, one op at a time; the
+      parity reference.
+    * ``"fast"`` (default): one matmul for the q/k/v projections (their weights
+      concatenated at call time, so the parameters and every checkpoint format stay
+      as they are); with a logit cap, the ``1 / cap`` folded into the query scale
+      and the cap applied in place (no extra ``L x L`` buffers); without a cap
+      (the MAP pooler), PyTorch's fused ``scaled_dot_product_attention``. Equal to
+      the reference within float32 rounding (tests: 1e-5). Long sequences are processed
+      in query chunks of at most :data:`LOGITS_BUDGET` logits, so memory stays linear in
+      the sequence length.
+    * ``"flex"``: as ``"fast"``, but capped attention runs as one compiled FlexAttention
+      kernel (:mod:`open_videoprism.models.flex`); pays a compilation per new shape,
+      so it is for fixed-shape inference.
 
     Args:
         dim: input (and output) width.
@@ -117,6 +143,7 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = hidden_dim // num_heads
         self.logit_cap = float(logit_cap)
+        self.impl: AttnImpl = "fast"
         self.q = nn.Linear(dim, hidden_dim)
         self.k = nn.Linear(dim, hidden_dim)
         self.v = nn.Linear(dim, hidden_dim)
@@ -139,6 +166,11 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
 
+    def _query_scale(self, dtype: torch.dtype) -> torch.Tensor | float:
+        if self.per_dim_scale is not None:
+            return ((_R_SOFTPLUS_0 / math.sqrt(self.head_dim)) * F.softplus(self.per_dim_scale)).to(dtype)
+        return self.head_dim**-0.5
+
     def forward(
         self,
         x: torch.Tensor,
@@ -150,13 +182,16 @@ class Attention(nn.Module):
 
         ``key_mask`` [B, S] bool, True where the key is a valid token.
         """
+        if self.impl == "reference":
+            return self._forward_reference(x, context, key_mask, causal)
+        return self._forward_fast(x, context, key_mask, causal)
+
+    def _forward_reference(
+        self, x: torch.Tensor, context: torch.Tensor | None, key_mask: torch.Tensor | None, causal: bool
+    ) -> torch.Tensor:
         context = x if context is None else context
         q, k, v = self._split(self.q(x)), self._split(self.k(context)), self._split(self.v(context))
-        if self.per_dim_scale is not None:
-            scale = (_R_SOFTPLUS_0 / math.sqrt(self.head_dim)) * F.softplus(self.per_dim_scale)
-            q = q * scale.to(q.dtype)
-        else:
-            q = q * self.head_dim**-0.5
+        q = q * self._query_scale(q.dtype)
         logits = q @ k.transpose(-1, -2)
         if self.logit_cap > 0:
             logits = self.logit_cap * torch.tanh(logits / self.logit_cap)
@@ -172,6 +207,80 @@ class Attention(nn.Module):
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype)
         out = (probs @ v).transpose(1, 2).flatten(2)
         return self.out(out)
+
+    def _project(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v as ``[B, H, L, Dh]`` views of one (self-attention) or two (cross) matmul outputs."""
+        h, dh = self.num_heads, self.head_dim
+        if context is None:
+            w = torch.cat((self.q.weight, self.k.weight, self.v.weight))
+            b = torch.cat((self.q.bias, self.k.bias, self.v.bias))
+            q, k, v = F.linear(x, w, b).unflatten(-1, (3, h, dh)).permute(2, 0, 3, 1, 4).unbind(0)
+            return q, k, v
+        w = torch.cat((self.k.weight, self.v.weight))
+        b = torch.cat((self.k.bias, self.v.bias))
+        k, v = F.linear(context, w, b).unflatten(-1, (2, h, dh)).permute(2, 0, 3, 1, 4).unbind(0)
+        return self._split(self.q(x)), k, v
+
+    def _capped_rows(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, causal: bool, first: int
+    ) -> torch.Tensor:
+        """Capped attention of query rows ``first .. first + len(q)`` (``q`` already scaled by ``1 / cap``)."""
+        logits = (q @ k.transpose(-1, -2)).tanh_()  # the matmul's backward does not need its output
+        # tanh's backward needs its output: scale in place only when no gradient flows.
+        logits = logits * self.logit_cap if logits.requires_grad else logits.mul_(self.logit_cap)
+        if key_mask is not None or causal:
+            if logits.dtype == torch.float16:
+                logits = logits.float()  # the official mask value overflows float16 (bf16 has float32's range)
+            if key_mask is not None:
+                logits.masked_fill_(~key_mask[:, None, None, :], _MASK_VALUE)
+            if causal:
+                t, s = logits.shape[-2:]
+                query = torch.arange(first, first + t, device=q.device)
+                logits.masked_fill_(query[:, None] < torch.arange(s, device=q.device)[None, :], _MASK_VALUE)
+        if logits.dtype == v.dtype:
+            # Half-precision softmax kernels accumulate in float32 and round once: the probabilities of the
+            # reference's float32 softmax cast back (bit-identical on the CPU), without its float32 [L, S] copy
+            # (7x faster for B's spatial logits in bf16).
+            probs = torch.softmax(logits, dim=-1)
+        else:
+            probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype)
+        return probs @ v
+
+    def _forward_fast(
+        self, x: torch.Tensor, context: torch.Tensor | None, key_mask: torch.Tensor | None, causal: bool
+    ) -> torch.Tensor:
+        q, k, v = self._project(x, context)
+        t, s = q.shape[-2], k.shape[-2]
+        if self.logit_cap > 0 and self.impl == "flex":
+            from open_videoprism.models.flex import capped_flex_attention
+
+            out = capped_flex_attention(q, k, v, self.head_dim**-0.5, self.logit_cap, key_mask, causal)
+        elif self.logit_cap > 0:
+            # cap * tanh((q . k) * scale / cap): the 1/cap rides on the [L, Dh] query, not the [L, S] logits.
+            q = q * (self._query_scale(q.dtype) / self.logit_cap)
+            b, h = q.shape[:2]
+            rows = max(1, LOGITS_BUDGET // (b * h * s))
+            if rows >= t:
+                out = self._capped_rows(q, k, v, key_mask, causal, 0)
+            else:  # long sequences: query rows in chunks, so the logits never exceed the budget
+                out = q.new_empty(b, h, t, v.shape[-1])
+                for i in range(0, t, rows):
+                    out[:, :, i : i + rows] = self._capped_rows(q[:, :, i : i + rows], k, v, key_mask, causal, i)
+        else:
+            # No cap: the fused kernel. An additive mask of the official finite value gives the same
+            # probabilities as masked_fill (logit + 2.4e38 rounds to 2.4e38), fully masked rows included.
+            bias = None
+            if key_mask is not None or causal:
+                bias = torch.zeros(key_mask.shape[0] if key_mask is not None else 1, 1, t, s, dtype=q.dtype, device=q.device)
+                if key_mask is not None:
+                    bias.masked_fill_(~key_mask[:, None, None, :], _MASK_VALUE)
+                if causal:
+                    bias.masked_fill_(torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1), _MASK_VALUE)
+            scale = self._query_scale(q.dtype)
+            if isinstance(scale, torch.Tensor):
+                q, scale = q * scale, 1.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        return self.out(out.transpose(1, 2).flatten(2))
 
 
 class Mlp(nn.Module):

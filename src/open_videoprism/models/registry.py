@@ -13,6 +13,7 @@ import torch
 from open_videoprism.errors import ConfigError
 from open_videoprism.models.config import TextConfig, VideoPrismConfig, VisionConfig
 from open_videoprism.models.videoprism import VideoPrism
+from open_videoprism.precision import resolve_dtype
 
 _REGISTRY: dict[str, Callable[[], VideoPrismConfig]] = {}
 
@@ -43,15 +44,21 @@ def get_config(name: str) -> VideoPrismConfig:
 
 def create_model(
     name_or_config: str | VideoPrismConfig,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     device: torch.device | str | None = None,
+    attn_impl: str = "fast",
 ) -> VideoPrism:
     """Build a model with random weights, in eval mode.
 
-    >>> model = create_model("videoprism_test_tiny")
+    ``dtype``: a torch dtype, ``"fp32"``, ``"bf16"`` or ``"auto"`` (bf16 where the
+    device runs it natively, else fp32; see :mod:`open_videoprism.precision`).
+    ``attn_impl``: ``"fast"``, ``"reference"`` or ``"flex"`` (see :class:`~open_videoprism.models.layers.Attention`).
+
+    >>> model = create_model("videoprism_test_tiny", dtype="auto")
     """
     cfg = get_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
-    model = VideoPrism(cfg).to(dtype=dtype, device=device)
+    model = VideoPrism(cfg).to(dtype=resolve_dtype(dtype, device).dtype, device=device)
+    model.set_attn_impl(attn_impl)
     return model.eval()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from open_videoprism.errors import UserError
 from open_videoprism.search.db import SCHEMA_VERSION, Database, Moment
@@ -38,6 +39,7 @@ class IndexSettings:
     size: int | None = None      # default: the model's
     batch_size: int = 8
     workers: int = 2
+    dtype: str = "fp32"  # "fp32", "bf16" or "auto" (open_videoprism.precision); not part of the database identity
 
     def meta(self, frames: int, size: int) -> dict[str, str]:
         return {"version": SCHEMA_VERSION, "checkpoint": self.checkpoint, "window": repr(float(self.window)),
@@ -134,12 +136,12 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-def load_model(checkpoint: str, tokenizer: str | None = None):
+def load_model(checkpoint: str, tokenizer: str | None = None, dtype: str = "fp32"):
     """The embedding model of an index, with its tokenizer attached when known."""
     from open_videoprism.checkpoints import load
     from open_videoprism.tokenizer import Tokenizer
 
-    model = load(checkpoint)
+    model = load(checkpoint, dtype=dtype)
     if model.pooler is None:
         raise UserError(f"{checkpoint}: a video-only checkpoint; search needs a video-text (LvT) model "
                         "(e.g. google/videoprism-lvt-base-f16r288)")
@@ -167,7 +169,7 @@ def index_folder(folder: str | Path, db_path: str | Path, settings: IndexSetting
     db = Database(db_path, create=True)
     try:
         old = db.meta()
-        model = load_model(settings.checkpoint, settings.tokenizer)
+        model = load_model(settings.checkpoint, settings.tokenizer, settings.dtype)
         frames = settings.frames or model.cfg.vision.num_frames
         size = settings.size or model.cfg.vision.image_size
         meta = settings.meta(frames, size)
@@ -175,7 +177,9 @@ def index_folder(folder: str | Path, db_path: str | Path, settings: IndexSetting
             diff = ", ".join(f"{k} {old.get(k)} -> {v}" for k, v in meta.items() if old.get(k) != v)
             raise UserError(f"{db.path}: built with other settings ({diff}); use the same settings or another --db")
         tok = settings.tokenizer or (str(model.tokenizer.path) if getattr(model, "tokenizer", None) else "")
-        db.set_meta({**meta, "tokenizer": tok or old.get("tokenizer", ""), "dim": str(model.cfg.vision.width)})
+        # The dtype is recorded (queries embed in it: --like finds a video itself) but is no part of the identity.
+        dtype = "bf16" if model.dtype == torch.bfloat16 else "fp32"
+        db.set_meta({**meta, "tokenizer": tok or old.get("tokenizer", ""), "dim": str(model.cfg.vision.width), "dtype": dtype})
 
         summary = Summary()
         known = db.files()
@@ -217,7 +221,8 @@ def index_folder(folder: str | Path, db_path: str | Path, settings: IndexSetting
                     bar.update(1)
                     continue
                 video = item["clips"].float().div_(255.0)
-                emb = model.encode_video(video, frame_embeddings=False).embedding.float().numpy()
+                # Renormalised in float32: a bf16 unit vector is not one, and a moment must score 1 with itself.
+                emb = F.normalize(model.encode_video(video, frame_embeddings=False).embedding.float(), dim=-1).numpy()
                 pending.setdefault(i, []).extend(
                     Moment(s, e, w, emb[k], item["thumbs"][k]) for k, (s, e, w) in enumerate(item["spans"]))
                 if item["last"]:

@@ -12,6 +12,7 @@ from typing import cast
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from open_videoprism.errors import UserError
 from open_videoprism.search.db import Database
@@ -59,7 +60,7 @@ class SearchIndex:
         if self._model is None:
             from open_videoprism.search.indexer import load_model
 
-            self._model = load_model(self.meta["checkpoint"], self._tokenizer)
+            self._model = load_model(self.meta["checkpoint"], self._tokenizer, self.meta.get("dtype", "fp32"))
         return self._model
 
     def embed_text(self, text: str) -> np.ndarray:
@@ -69,7 +70,7 @@ class SearchIndex:
         if getattr(model, "tokenizer", None) is None:
             raise UserError(f"{self.db.path}: no tokenizer recorded for this index; pass --tokenizer PATH.model")
         with torch.inference_mode():
-            return model.encode_text([text]).float().numpy()[0]
+            return F.normalize(model.encode_text([text]).float(), dim=-1).numpy()[0]  # unit in float32 (bf16 models)
 
     def embed_video(self, path: str | Path) -> np.ndarray:
         from open_videoprism.data.decode import read_video
@@ -81,7 +82,8 @@ class SearchIndex:
         clip = center_crop(resize_short_side(cast(torch.Tensor, read_video(path, num_frames=frames, as_tensor=True)), size), size)
         clip = (clip * 255).round().div(255)  # the index stores uint8 frames: match it
         with torch.inference_mode():
-            return self.model.encode_video(clip[None], frame_embeddings=False).embedding.float().numpy()[0]
+            emb = self.model.encode_video(clip[None], frame_embeddings=False).embedding.float()
+            return F.normalize(emb, dim=-1).numpy()[0]
 
     def search(self, query: str | None = None, k: int = 10, like: str | Path | None = None) -> list[Hit]:
         if (query is None) == (like is None):

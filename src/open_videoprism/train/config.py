@@ -193,7 +193,7 @@ class TrainConfig:
     # With an objective that has loss_from_features (contrastive): open_clip's feature cache, so the whole
     # accumulated batch are negatives (one extra no-grad forward per micro-batch); False: per-micro-batch losses.
     accum_features: bool = True
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16: autocast; auto: bf16 where native (precision.py)
     compile: bool = False  # torch.compile the objective
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = 10

@@ -42,6 +42,7 @@ from torch import nn
 from open_videoprism.atomic import write_text
 from open_videoprism.errors import CheckpointError, TrainingDiverged, UserError
 from open_videoprism.optim import lr_factor, param_groups, set_lr
+from open_videoprism.precision import resolve_dtype
 from open_videoprism.runlock import acquire as acquire_run_lock
 from open_videoprism.runlock import release as release_run_lock
 from open_videoprism.train import checkpoint_manager as ckpt
@@ -280,7 +281,7 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.precision == "bf16":
+        if resolve_dtype(self.cfg.precision, self.info.device).dtype == torch.bfloat16:
             return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
