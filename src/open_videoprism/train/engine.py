@@ -159,7 +159,9 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.show_progress = progress
         # Wrap (DDP) or shard (FSDP2, in place) first: the optimiser must hold the sharded parameters.
-        self.model: nn.Module = parallelize(self.objective, self.info, cfg.distributed, cfg.precision)
+        # precision "auto" is resolved for this device before it picks FSDP2's mixed-precision policy.
+        self.bf16 = resolve_dtype(cfg.precision, self.info.device).dtype == torch.bfloat16
+        self.model: nn.Module = parallelize(self.objective, self.info, cfg.distributed, "bf16" if self.bf16 else "fp32")
         if cfg.compile:
             self.model = cast(nn.Module, torch.compile(self.model))
         wd = cfg.optim.weight_decay
@@ -281,7 +283,7 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if resolve_dtype(self.cfg.precision, self.info.device).dtype == torch.bfloat16:
+        if self.bf16:
             return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
