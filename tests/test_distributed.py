@@ -263,7 +263,7 @@ def test_features_split_over_two_ranks_match_one_process(tmp_path: Path) -> None
     model = ovp.create_model("videoprism_lvt_test_tiny")
     ckpt_path = ovp.save_checkpoint(tmp_path / "m" / "model.safetensors", model.state_dict(), model.cfg)
     args = [str(manifest), "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "two"), "--batch-size", "2",
-            "--shard-size", "2", "--no-tokens", "--device", "cpu"]
+            "--shard-size", "2", "--no-tokens", "--device", "cpu", "--dtype", "fp32"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([*launcher, "-m", "open_videoprism.cli.main", "features", *args], env=env, capture_output=True, text=True, timeout=600)

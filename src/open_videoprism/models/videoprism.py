@@ -151,6 +151,8 @@ class FactorizedEncoder(nn.Module):
         self.temporal_pos = nn.Parameter(torch.zeros(cfg.num_frames, d))
         self.temporal = Transformer(cfg.temporal_layers, d, cfg.num_heads, cfg.mlp_dim, "gelu", cfg.logit_cap)
         self.temporal_norm = layer_norm(d)
+        # Length groups of the visible-token forward; FSDP2 sets 1 (see train.distributed.apply_fsdp).
+        self.pack_groups = PACK_GROUPS
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -232,13 +234,14 @@ class FactorizedEncoder(nn.Module):
         valid = torch.zeros(b, t * n, dtype=torch.bool, device=x.device)
         valid.scatter_(1, visible, True)
         # Spatial stage: one sequence per frame.
-        xs = _packed_rows(lambda p, m: self.spatial_norm(self.spatial(p, m)), x.reshape(b * t, n, d), valid.view(b * t, n))
+        xs = _packed_rows(lambda p, m: self.spatial_norm(self.spatial(p, m)), x.reshape(b * t, n, d), valid.view(b * t, n),
+                         self.pack_groups)
         spatial_flat = xs.view(b, t * n, d)
         # Temporal stage: one sequence per patch position.
         xt = xs.view(b, t, n, d).transpose(1, 2).reshape(b * n, t, d)
         xt = xt + tpos
         valid_t = valid.view(b, t, n).transpose(1, 2).reshape(b * n, t)
-        xt = _packed_rows(lambda p, m: self.temporal_norm(self.temporal(p, m)), xt, valid_t)
+        xt = _packed_rows(lambda p, m: self.temporal_norm(self.temporal(p, m)), xt, valid_t, self.pack_groups)
         tokens_flat = xt.view(b, n, t, d).transpose(1, 2).reshape(b, t * n, d)
         idx = visible[..., None].expand(-1, -1, d)
         return torch.gather(tokens_flat, 1, idx), torch.gather(spatial_flat, 1, idx)

@@ -150,6 +150,12 @@ def apply_fsdp(
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     mp = mixed_precision_policy(precision)
     frozen_mods = tuple(objective.get_submodule(n) for n in frozen_submodules(objective))
+    # Every rank must run each sharded block as often as the others (each call gathers its
+    # weights), but the number of length groups of packed visible tokens depends on the rank's
+    # masks: pack each stage in one group.
+    for m in objective.modules():
+        if hasattr(m, "pack_groups"):
+            m.pack_groups = 1
     for block in transformer_blocks(objective, skip=frozen_mods):
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
     ignored: set[nn.Parameter] = set()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import signal
@@ -390,12 +391,22 @@ class Trainer:
             batch = _to_device(next(batches), self.info.device)
         return batch, time.perf_counter() - t0
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss.detach()):
+    def _reduce_scalars(self, sums: dict[str, torch.Tensor], divide: int = 1) -> dict[str, float]:
+        """The step's logged scalars as floats, averaged over ranks, with one collective and one
+        host sync per step (not one per scalar and micro-batch); stops on a non-finite loss before
+        the optimiser step can write it into the weights."""
+        if not sums:
+            return {}
+        keys = list(sums)
+        stacked = torch.stack([sums[k].reshape(()) for k in keys]) / divide
+        values = dict(zip(keys, all_reduce_mean(stacked).tolist(), strict=True))
+        loss = values.get("loss", 0.0)
+        if not math.isfinite(loss):
             raise TrainingDiverged(
-                f"loss is {loss.item()} at step {self.step + 1}; lower optim.lr, raise schedule.warmup_steps "
+                f"loss is {loss} at step {self.step + 1}; lower optim.lr, raise schedule.warmup_steps "
                 "or use precision=fp32, then --resume from the last checkpoint"
             )
+        return values
 
     def _train_step(self, model: nn.Module, batches: Any) -> tuple[dict[str, float], int, float]:
         cfg = self.cfg
@@ -424,7 +435,7 @@ class Trainer:
         """Plain accumulation: the mean of ``accum_steps`` micro-batch losses; gradients synchronised
         across ranks on the last micro-batch only."""
         cfg = self.cfg
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # kept on the device: no host sync inside the loop
         samples = 0
         data_s = 0.0
         for micro in range(cfg.accum_steps):
@@ -435,13 +446,12 @@ class Trainer:
             with gradient_sync(model, micro == cfg.accum_steps - 1):
                 with self._autocast():
                     out = model(batch)
-                loss = out["loss"]
-                self._check_finite(loss)
-                (loss / cfg.accum_steps).backward()
+                (out["loss"] / cfg.accum_steps).backward()
             for k, v in out.items():
                 if isinstance(v, torch.Tensor) and v.numel() == 1:
-                    sums[k] = sums.get(k, 0.0) + float(all_reduce_mean(v.float()))
-        return {k: v / cfg.accum_steps for k, v in sums.items()}, samples, data_s
+                    v = v.detach().float()
+                    sums[k] = sums[k] + v if k in sums else v
+        return self._reduce_scalars(sums, cfg.accum_steps), samples, data_s
 
     def _accumulate_with_feature_cache(self, model: nn.Module, batches: Any) -> tuple[dict[str, float], int, float]:
         """open_clip's ``accum_freq``: the loss of the whole accumulated batch, every pair a negative.
@@ -479,9 +489,9 @@ class Trainer:
                         else:
                             joined[k] = torch.cat([v if i == m else c[k] for i, c in enumerate(cache)])
                     out = objective.loss_from_features(joined)  # type: ignore[operator]
-                self._check_finite(out["loss"])
                 out["loss"].backward()
-        values = {k: float(all_reduce_mean(v.float())) for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+        values = self._reduce_scalars(
+            {k: v.detach().float() for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1})
         samples = sum(int(b["video"].shape[0]) for b in micro_batches if "video" in b)
         return values, samples, data_s
 
