@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from open_videoprism.train.distributed import free_port
 
 MB = 1 << 20
 
@@ -119,16 +120,10 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "rows.json")
-        mp.spawn(_worker, args=(args.ranks, _free_port(), args, out), nprocs=args.ranks, join=True)
+        mp.spawn(_worker, args=(args.ranks, free_port(), args, out), nprocs=args.ranks, join=True)
         return json.loads(Path(out).read_text())
 
 

@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
@@ -38,11 +37,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from open_videoprism.train.distributed import free_port
 
 
 def check_collectives(device: torch.device) -> dict[str, Any]:
@@ -154,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
     dist.init_process_group("gloo" if dry else "nccl", rank=0, world_size=1)
     steps = args.steps or (3 if dry else 6)
     base = "videoprism_lvt_test_tiny" if dry else "videoprism_lvt_v1_base"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import torch
@@ -14,7 +13,7 @@ import open_videoprism as ovp
 from open_videoprism.objectives.contrastive import ContrastiveObjective, ContrastiveOptions
 from open_videoprism.train.config import load_config
 from open_videoprism.train.data import RandomPairStream
-from open_videoprism.train.distributed import DistInfo, all_reduce_mean, wrap_ddp
+from open_videoprism.train.distributed import DistInfo, all_reduce_mean, free_port, wrap_ddp
 from open_videoprism.train.engine import Trainer
 
 GLOBAL_BATCH = 8
@@ -57,10 +56,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 def test_ddp_gather_matches_single_process(tmp_path: Path) -> None:
     out = tmp_path / "ddp.pt"
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    mp.spawn(_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     got = torch.load(out)
 
     obj = _objective()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from open_videoprism.objectives.distillation import DistillationObjective, Disti
 from open_videoprism.train import checkpoint_manager as ckpt
 from open_videoprism.train.config import load_config
 from open_videoprism.train.data import RandomPairStream, micro_slice
-from open_videoprism.train.distributed import DistInfo, full_state_dict
+from open_videoprism.train.distributed import DistInfo, free_port, full_state_dict
 from open_videoprism.train.engine import KILL_AFTER_ENV, Trainer
 
 GLOBAL_BATCH = 8
@@ -137,15 +136,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_ddp_and_fsdp_steps_equal_one_process_with_the_whole_batch(tmp_path: Path) -> None:
     out = tmp_path / "dist.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     got = torch.load(out, weights_only=False)
     refs = {}
     for stage in ("contrastive", "distillation"):
@@ -209,7 +202,7 @@ def _teacher(tmp_path: Path) -> Path:
 
 
 def _pretrain(nproc: int, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(_free_port())]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(free_port())]
     cmd = [*launcher, "-m", "open_videoprism.cli.main", "pretrain", "--no-progress", *args] if nproc > 1 else \
         [sys.executable, "-m", "open_videoprism.cli.main", "pretrain", "--no-progress", *args]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
@@ -264,7 +257,7 @@ def test_features_split_over_two_ranks_match_one_process(tmp_path: Path) -> None
     ckpt_path = ovp.save_checkpoint(tmp_path / "m" / "model.safetensors", model.state_dict(), model.cfg)
     args = [str(manifest), "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "two"), "--batch-size", "2",
             "--shard-size", "2", "--no-tokens", "--device", "cpu", "--dtype", "fp32"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port())]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([*launcher, "-m", "open_videoprism.cli.main", "features", *args], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -284,7 +277,7 @@ def test_features_split_over_two_ranks_match_one_process(tmp_path: Path) -> None
 def test_gpu_check_script_dry_run_on_cpu(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_distributed_check.py"
     out = tmp_path / "check.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(_free_port())}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(free_port())}
     r = subprocess.run([sys.executable, str(script), "--dry-run", "--json", str(out)], env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

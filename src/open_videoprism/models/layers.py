@@ -322,10 +322,8 @@ class Block(nn.Module):
         activation: str = "gelu",
         logit_cap: float = 0.0,
         norm_policy: NormPolicy = "pre",
-        layer_id: int = 1,
     ) -> None:
         super().__init__()
-        self.layer_id = layer_id
         self.norm1 = layer_norm(dim)
         self.attn = Attention(dim, num_heads, logit_cap=logit_cap)
         self.norm2 = layer_norm(dim)
@@ -374,7 +372,7 @@ class Transformer(nn.Module):
         self.causal = causal
         self.grad_checkpointing = False
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_dim, activation, logit_cap, norm_policy, layer_id=i + 1) for i in range(depth)
+            Block(dim, num_heads, mlp_dim, activation, logit_cap, norm_policy) for _ in range(depth)
         )
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:

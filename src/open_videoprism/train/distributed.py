@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
     return dev
+
+
+def free_port() -> int:
+    """A free TCP port on this host, for a single-node rendezvous (``MASTER_PORT``) in scripts and tests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def init_distributed(device: str = "auto", backend: str = "auto") -> DistInfo:
@@ -153,8 +161,10 @@ def apply_fsdp(
     # Every rank must run each sharded block as often as the others (each call gathers its
     # weights), but the number of length groups of packed visible tokens depends on the rank's
     # masks: pack each stage in one group.
+    from open_videoprism.models.videoprism import FactorizedEncoder
+
     for m in objective.modules():
-        if hasattr(m, "pack_groups"):
+        if isinstance(m, FactorizedEncoder):
             m.pack_groups = 1
     for block in transformer_blocks(objective, skip=frozen_mods):
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
