@@ -54,6 +54,22 @@ def test_attentive_probe_separates_a_separable_token_set():
     assert acc >= 95.0, acc
     assert hist.loss[-1] < hist.loss[0]
     assert len(hist.val_accuracy) == cfg.epochs and hist.val_accuracy[-1] == pytest.approx(acc)
+    assert hist.val_epoch == list(range(1, cfg.epochs + 1))
+
+
+def test_long_probe_scores_its_curve_at_a_few_epochs_and_trains_the_same():
+    """An 800-epoch probe scores its held-out curve at VAL_POINTS epochs and the last, not at
+    every epoch; scoring changes nothing of the training (no RNG, no state)."""
+    from open_videoprism.eval.probes import VAL_POINTS
+
+    x, y = separable_tokens(64, 4, seed=0)
+    xt, yt = separable_tokens(40, 4, seed=1)
+    cfg = ProbeConfig(kind="attentive", epochs=2 * VAL_POINTS + 3, batch_size=32, lr=2e-3, seed=0)
+    probe, hist = train_probe(x, y, 4, cfg, val_features=xt, val_labels=yt, progress=False)
+    assert hist.val_epoch == [*range(2, cfg.epochs, 2), cfg.epochs]
+    assert len(hist.val_accuracy) == len(hist.val_epoch) and len(hist.loss) == cfg.epochs
+    bare, _ = train_probe(x, y, 4, cfg, progress=False)
+    assert torch.equal(predict(probe, xt), predict(bare, xt))
 
 
 def test_linear_probe_separates_pooled_features():

@@ -171,6 +171,33 @@ def test_engine_is_objective_agnostic_hooks_and_divergence() -> None:
         Trainer(cfg, _Toy(poison_at=3), _Targets, None, progress=False).fit()
 
 
+def test_host_reads_scalars_at_log_steps_only_and_a_nan_step_never_reaches_the_weights(monkeypatch) -> None:
+    """With the fused AdamW the device skips a non-finite step (`found_inf`); the host reads the
+    scalars of the steps in between in one sync at the next log or checkpoint step and stops there,
+    naming the first bad step. Every step's loss still lands in the result."""
+    cfg = load_config(None, ["steps=10", "optim.lr=0.1", "optim.weight_decay=0", "log_every=5", "ckpt_every=100"])
+    flushed: list[list[int]] = []
+    original = Trainer._flush
+
+    def spy(self, pending):
+        flushed.append([step for step, _, _ in pending])
+        return original(self, pending)
+
+    monkeypatch.setattr(Trainer, "_flush", spy)
+    res = Trainer(cfg, _Toy(), _Targets, None, progress=False).fit()
+    assert flushed == [[1], [2, 3, 4, 5], [6, 7, 8, 9, 10]] and sorted(res.losses) == list(range(1, 11))
+
+    two = load_config(None, ["steps=10", "optim.lr=0.1", "optim.weight_decay=0", "log_every=5", "ckpt_every=100"])
+    clean = _Toy()
+    Trainer(two, clean, _Targets, None, progress=False).fit(stop_after=2)
+    poisoned = _Toy(poison_at=3)
+    flushed.clear()
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 3"):
+        Trainer(cfg, poisoned, _Targets, None, progress=False).fit()
+    assert flushed[-1] == [2, 3, 4, 5]  # found at the log step, not before
+    assert torch.equal(poisoned.w.detach(), clean.w.detach())  # steps 3-5 were skipped on the device
+
+
 def test_towers_initialise_separately_from_checkpoints(tmp_path: Path) -> None:
     from open_videoprism.errors import CheckpointError
     from open_videoprism.objectives import build_model

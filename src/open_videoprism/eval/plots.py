@@ -92,13 +92,16 @@ def plot_retrieval_examples(
     return _save(fig, path)
 
 
-def plot_training_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str = "") -> Path:
-    """One panel per curve (e.g. ``{"loss": [...], "train_accuracy": [...], "lr": [...]}``); empty curves skipped."""
+def plot_training_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str = "",
+                         epochs: Mapping[str, Sequence[int]] | None = None) -> Path:
+    """One panel per curve (e.g. ``{"loss": [...], "train_accuracy": [...], "lr": [...]}``); empty curves
+    skipped. A curve not recorded every epoch takes its epochs from ``epochs[name]``."""
+    epochs = epochs or {}
     items = [(k, v) for k, v in curves.items() if len(v) and k != "epoch"]
     fig = Figure(figsize=(3.6 * max(1, len(items)), 3.0))
     axes = fig.subplots(1, max(1, len(items)), squeeze=False)
     for ax, (name, values) in zip(axes[0], items):
-        ax.plot(np.arange(1, len(values) + 1), values)
+        ax.plot(epochs.get(name, np.arange(1, len(values) + 1)), values)
         ax.set_xlabel("epoch")
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)

@@ -260,7 +260,8 @@ def run_probe(model: VideoPrism, settings: EvalSettings, kind: ProbeKind) -> dic
             cm = confusion_matrix(scores.argmax(-1), y_test, num_classes)
             plots.plot_confusion_matrix(cm, names, out / "confusion_matrix.png", f"{kind} probe ({settings.label_field})")
         plots.plot_training_curves(
-            {k: v for k, v in history.to_dict().items() if k != "epoch"}, out / "training_curves.png", f"{kind} probe"
+            {k: v for k, v in history.to_dict().items() if k not in ("epoch", "val_epoch")}, out / "training_curves.png",
+            f"{kind} probe", epochs={"val_accuracy": history.val_epoch},
         )
     write_json(out / "history.json", history.to_dict(), sort_keys=True)
     return {"metrics": metrics, "chance": chance, "config": cfg.to_dict()}

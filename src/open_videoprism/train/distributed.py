@@ -279,10 +279,15 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     return norm
 
 
-def local_norm(norm: torch.Tensor) -> float:
-    """A gradient norm as a float: FSDP2's ``clip_grad_norm_`` returns a replicated DTensor."""
+def full_norm(norm: torch.Tensor) -> torch.Tensor:
+    """A gradient norm as a plain tensor: FSDP2's ``clip_grad_norm_`` returns a replicated DTensor."""
     full = getattr(norm, "full_tensor", None)
-    return float(full() if callable(full) else norm)
+    return full() if callable(full) else norm
+
+
+def local_norm(norm: torch.Tensor) -> float:
+    """A gradient norm as a float (a host sync)."""
+    return float(full_norm(norm))
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -303,6 +308,7 @@ def cleanup() -> None:
 
 __all__ = [
     "FROZEN_FORWARD_METHODS",
+    "full_norm",
     "DistInfo",
     "all_reduce_mean",
     "apply_fsdp",

@@ -55,6 +55,7 @@ from open_videoprism.train.distributed import (
     barrier,
     clip_grad_norm,
     frozen_prefixes,
+    full_norm,
     full_state_dict,
     gradient_sync,
     is_fsdp,
@@ -170,6 +171,11 @@ class Trainer:
         groups = custom(wd) if callable(custom) else param_groups(objective, wd)
         self.optimizer = build_optimizer(groups, cfg.optim)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        # A fused AdamW skips a step on the device when its `found_inf` is set: a non-finite gradient
+        # then never reaches the weights and the host reads the step's scalars at log steps only.
+        # Other optimisers (Adafactor) need the per-step host check before their update.
+        self.skips_on_device = bool(self.optimizer.defaults.get("fused"))
+        self.checked: dict[int, dict[str, float]] = {}  # the last step's scalars, when the host checked them
         # open_clip's feature cache: micro-batches share negatives (objectives with loss_from_features).
         self.feature_cache = cfg.accum_steps > 1 and cfg.accum_features and callable(getattr(objective, "loss_from_features", None))
         self.step = 0
@@ -360,15 +366,25 @@ class Trainer:
         bar = Progress(cfg.steps, self.step, enabled=self.show_progress and self.info.is_main)
         result = TrainResult(step=self.step, resumed_from=resumed_from)
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+        pending: list[tuple[int, dict[str, torch.Tensor], float]] = []  # steps whose scalars are still on the device
         try:
             while self.step < end:
-                values, samples, data_s = self._train_step(model, batches)
+                scalars, lr, samples, data_s = self._train_step(model, batches)
                 self.step += 1
-                rate = bar.update(samples * self.info.world_size, values["loss"])
-                result.losses[self.step] = values["loss"]
-                if self.step % cfg.log_every == 0 or self.step == 1 or self.step == cfg.steps:
-                    logger.log(self.step, {**values, "samples_per_s": rate, "data_s": data_s})
-                if self.step % cfg.ckpt_every == 0 or self.step == end:
+                pending.append((self.step, scalars, lr))
+                log_now = self.step % cfg.log_every == 0 or self.step == 1 or self.step == cfg.steps
+                ckpt_now = self.step % cfg.ckpt_every == 0 or self.step == end
+                loss = None
+                if log_now or ckpt_now or not self.skips_on_device:
+                    # The one host sync, at log and checkpoint steps (every step where the host checks it).
+                    values = self._flush(pending) if self.skips_on_device else self.checked
+                    result.losses.update({step: v["loss"] for step, v in values.items() if "loss" in v})
+                    loss = values[self.step].get("loss")
+                    pending.clear()
+                rate = bar.update(samples * self.info.world_size, loss)
+                if log_now:
+                    logger.log(self.step, {**values[self.step], "samples_per_s": rate, "data_s": data_s})
+                if ckpt_now:
                     self.save_checkpoint(stream.state())
                     if os.environ.get(KILL_AFTER_ENV) == str(self.step):
                         os.kill(os.getpid(), signal.SIGKILL)
@@ -391,24 +407,34 @@ class Trainer:
             batch = _to_device(next(batches), self.info.device)
         return batch, time.perf_counter() - t0
 
-    def _reduce_scalars(self, sums: dict[str, torch.Tensor], divide: int = 1) -> dict[str, float]:
-        """The step's logged scalars as floats, averaged over ranks, with one collective and one
-        host sync per step (not one per scalar and micro-batch); stops on a non-finite loss before
-        the optimiser step can write it into the weights."""
-        if not sums:
-            return {}
-        keys = list(sums)
-        stacked = torch.stack([sums[k].reshape(()) for k in keys]) / divide
-        values = dict(zip(keys, all_reduce_mean(stacked).tolist(), strict=True))
-        loss = values.get("loss", 0.0)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss is {loss} at step {self.step + 1}; lower optim.lr, raise schedule.warmup_steps "
-                "or use precision=fp32, then --resume from the last checkpoint"
-            )
-        return values
+    def _flush(self, pending: list[tuple[int, dict[str, torch.Tensor], float]]) -> dict[int, dict[str, float]]:
+        """The logged scalars of the ``pending`` steps as floats, averaged over ranks (the gradient
+        norm is the same on every rank and is not), with one collective and one host sync for all of
+        them. Stops at the first step whose loss or gradient is not finite; that step's update was
+        skipped (on the device, or by the host check before the optimiser step)."""
+        out: dict[int, dict[str, float]] = {}
+        if not pending:
+            return out
+        keys = [k for k in pending[0][1] if k != "grad_norm"]
+        rows = torch.stack([torch.stack([v[k].reshape(()).float() for k in keys]) for _, v, _ in pending])
+        reduced = all_reduce_mean(rows).tolist() if keys else [[] for _ in pending]
+        norms = [local_norm(v["grad_norm"]) if "grad_norm" in v else None for _, v, _ in pending]
+        for (step, _, lr), row, norm in zip(pending, reduced, norms, strict=True):
+            values = dict(zip(keys, row, strict=True))
+            values["lr"] = lr
+            if norm is not None:
+                values["grad_norm"] = norm
+            bad = [k for k in ("loss", "grad_norm") if k in values and not math.isfinite(values[k])]
+            if bad:
+                raise TrainingDiverged(
+                    f"{bad[0]} is {values[bad[0]]} at step {step} (its update was skipped); lower optim.lr, raise "
+                    "schedule.warmup_steps or use precision=fp32, then --resume from the last checkpoint"
+                )
+            out[step] = values
+        return out
 
-    def _train_step(self, model: nn.Module, batches: Any) -> tuple[dict[str, float], int, float]:
+    def _train_step(self, model: nn.Module, batches: Any) -> tuple[dict[str, torch.Tensor], float, int, float]:
+        """One optimiser step; returns its logged scalars (still on the device), lr, samples and data seconds."""
         cfg = self.cfg
         sched = cfg.schedule
         factor = lr_factor(self.step, cfg.steps, sched.warmup_steps, sched.decay, sched.min_lr_ratio)
@@ -419,19 +445,21 @@ class Trainer:
         else:
             values, samples, data_s = self._accumulate(model, batches)
         sync_replicated_grads(model, self.params)
-        grad_norm = None
-        if cfg.optim.grad_clip > 0:
-            grad_norm = clip_grad_norm(self.params, cfg.optim.grad_clip)
+        # The norm is taken without clipping too: it is what tells every rank that a gradient is not finite.
+        values["grad_norm"] = clip_grad_norm(self.params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
+        lr = self.optimizer.param_groups[0]["initial_lr"] * factor
+        if self.skips_on_device:
+            # Set from the loss (this rank's) and the norm (all ranks'): either non-finite skips the update.
+            self.optimizer.found_inf = (~torch.isfinite(full_norm(values["grad_norm"]))).float()  # type: ignore[attr-defined]
+        else:
+            self.checked = self._flush([(self.step + 1, values, lr)])  # raises before a non-finite step reaches the weights
         self.optimizer.step()
         after = getattr(unwrap(self.objective), "after_step", None)
         if callable(after):
             after(self.step + 1)
-        values["lr"] = self.optimizer.param_groups[0]["initial_lr"] * factor
-        if grad_norm is not None:
-            values["grad_norm"] = local_norm(grad_norm)
-        return values, samples, data_s
+        return values, lr, samples, data_s
 
-    def _accumulate(self, model: nn.Module, batches: Any) -> tuple[dict[str, float], int, float]:
+    def _accumulate(self, model: nn.Module, batches: Any) -> tuple[dict[str, torch.Tensor], int, float]:
         """Plain accumulation: the mean of ``accum_steps`` micro-batch losses; gradients synchronised
         across ranks on the last micro-batch only."""
         cfg = self.cfg
@@ -451,9 +479,9 @@ class Trainer:
                 if isinstance(v, torch.Tensor) and v.numel() == 1:
                     v = v.detach().float()
                     sums[k] = sums[k] + v if k in sums else v
-        return self._reduce_scalars(sums, cfg.accum_steps), samples, data_s
+        return {k: v / cfg.accum_steps for k, v in sums.items()}, samples, data_s
 
-    def _accumulate_with_feature_cache(self, model: nn.Module, batches: Any) -> tuple[dict[str, float], int, float]:
+    def _accumulate_with_feature_cache(self, model: nn.Module, batches: Any) -> tuple[dict[str, torch.Tensor], int, float]:
         """open_clip's ``accum_freq``: the loss of the whole accumulated batch, every pair a negative.
 
         Pass 1 embeds every micro-batch without gradients (``model(batch, features_only=True)``);
@@ -490,8 +518,7 @@ class Trainer:
                             joined[k] = torch.cat([v if i == m else c[k] for i, c in enumerate(cache)])
                     out = objective.loss_from_features(joined)  # type: ignore[operator]
                 out["loss"].backward()
-        values = self._reduce_scalars(
-            {k: v.detach().float() for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1})
+        values = {k: v.detach().float() for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
         samples = sum(int(b["video"].shape[0]) for b in micro_batches if "video" in b)
         return values, samples, data_s
 

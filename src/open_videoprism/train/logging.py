@@ -108,14 +108,17 @@ class Progress:
         self.bar = progress_bar(total=total, initial=initial, enabled=enabled, desc="train", unit="step", dynamic_ncols=True)
         self._t0 = time.perf_counter()
         self._samples = 0
+        self._loss: float | None = None
 
     def update(self, samples: int, loss: float | None = None) -> float:
-        """Advance one step; returns the running samples/s."""
+        """Advance one step; returns the running samples/s. The bar shows the last loss it was given
+        (the engine reads losses from the device at log steps only)."""
         self._samples += samples
         rate = self._samples / max(1e-9, time.perf_counter() - self._t0)
         post = {"samples/s": f"{rate:.1f}"}
-        if loss is not None:
-            post = {"loss": f"{loss:.4f}", **post}
+        self._loss = self._loss if loss is None else loss
+        if self._loss is not None:
+            post = {"loss": f"{self._loss:.4f}", **post}
         self.bar.set_postfix(post, refresh=False)
         self.bar.update(1)
         return rate
