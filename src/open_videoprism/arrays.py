@@ -8,7 +8,7 @@ atomically, metadata kept (safetensors header; 0-d string arrays in an npz).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +49,17 @@ def write_arrays(
     return p
 
 
-def read_arrays(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The arrays of a file :func:`write_arrays` wrote, as tensors (npz metadata entries included)."""
+def read_arrays(path: str | os.PathLike, exclude: Collection[str] = ()) -> dict[str, torch.Tensor]:
+    """The arrays of a file :func:`write_arrays` wrote, as tensors (npz metadata entries included),
+    but those named in ``exclude``, which are not read at all."""
     p = check_suffix(path)
     if p.suffix == ".npz":
         with np.load(p) as z:
-            return {k: torch.from_numpy(z[k].copy()) for k in z.files if z[k].dtype.kind != "U"}
-    from safetensors.torch import load_file
+            return {k: torch.from_numpy(a.copy()) for k in z.files if k not in exclude and (a := z[k]).dtype.kind != "U"}
+    from safetensors import safe_open
 
-    return load_file(str(p))
+    with safe_open(str(p), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys() if k not in exclude}  # noqa: SIM118 (safe_open is not iterable)
 
 
 __all__ = ["SUFFIXES", "check_suffix", "read_arrays", "write_arrays"]

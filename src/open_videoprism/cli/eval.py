@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "  videoprism eval probe --checkpoint run/final.safetensors --data synth --out eval/probe\n"
             "  videoprism eval probe --label-field motion_label --checkpoint ck.safetensors --data synth --out eval/motion\n"
             "  videoprism eval linear --checkpoint ck.safetensors --data synth --out eval/lin probe.weight_decay=0.01\n"
+            "  videoprism eval probe --checkpoint ck.safetensors --train big.jsonl --test test.jsonl --out eval/big \\\n"
+            "      probe.order=shards probe.shard_window=4   # stream the memory-mapped token shards window by window\n"
             "  videoprism eval retrieval --checkpoint lvt.safetensors --data synth --tokenizer synth/tokenizer.model --out eval/ret"
         ),
     )

@@ -26,7 +26,10 @@ class EvalConfig:
     Attributes:
         features: clip sampling and extraction (``label_field`` picks the class field).
         probe: the ``probe`` task's head (``kind: attentive | linear``); the ``linear``
-            task is this head with ``kind: linear``.
+            task is this head with ``kind: linear``. The attentive probe reads its tokens
+            memory-mapped from the feature shards and trains on the model's device;
+            ``order: shards`` (with ``shard_window``, default 4) streams an epoch shard by
+            shard instead of one global shuffle, for feature sets larger than the page cache.
         localize: the temporal head of ``localize``.
         caption: the resampler + decoder of ``caption`` and ``qa``.
         snippets: ``localize``: clips per long video.

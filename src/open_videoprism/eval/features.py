@@ -24,7 +24,8 @@ are done rank 0 writes ``progress.json`` listing every shard, which is what
 :func:`load_features` reads. An interrupted run resumes with the same ``N``.
 
 :func:`load_features` reads a finished folder back as one :class:`FeatureSet`
-ordered by dataset index.
+ordered by dataset index; with ``mmap=True`` the tokens stay in the shards, memory-mapped
+(:class:`open_videoprism.eval.store.TokenStore`), for sets larger than memory.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,9 @@ from open_videoprism.errors import ConfigError, UserError
 from open_videoprism.models import VideoPrism
 from open_videoprism.progress import progress_bar
 from open_videoprism.ranks import get_rank, get_world_size
+
+if TYPE_CHECKING:
+    from open_videoprism.eval.store import TokenStore
 
 PROGRESS_FILE = "progress.json"
 FORMAT_VERSION = 1
@@ -105,7 +110,7 @@ class FeatureSet:
     index: torch.Tensor  # [N]
     mean_tokens: torch.Tensor  # [N, K, D]
     embedding: torch.Tensor | None = None  # [N, K, D]
-    tokens: torch.Tensor | None = None  # [N, K, L, D]
+    tokens: torch.Tensor | TokenStore | None = None  # [N, K, L, D]; a TokenStore from load_features(mmap=True)
     thumbnail: torch.Tensor | None = None  # uint8 [N, 3, S, S]
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +122,12 @@ class FeatureSet:
         if self.embedding is None:
             raise FeatureCacheError("these features hold no pooled embeddings (an encoder-only model)")
         return F.normalize(self.embedding.float().mean(1), dim=-1)
+
+    def token_tensor(self) -> torch.Tensor | None:
+        """The tokens as one float32 ``[N, K, L, D]`` tensor (a memory-mapped store is read whole)."""
+        if self.tokens is None or isinstance(self.tokens, torch.Tensor):
+            return self.tokens
+        return self.tokens.gather(torch.arange(len(self.tokens)))
 
 
 def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -317,32 +328,77 @@ def _extract_part(
     return out
 
 
-def load_features(out_dir: str | os.PathLike) -> FeatureSet:
-    """Read a finished feature folder (shards concatenated, rows sorted by index)."""
+def finished_shards(out_dir: str | os.PathLike) -> tuple[dict[str, Any], list[Path]]:
+    """``progress.json`` of a finished feature folder and the paths of its shards (all present)."""
     out = Path(out_dir)
     progress_path = out / PROGRESS_FILE
     if not progress_path.is_file():
         raise FeatureCacheError(f"{out}: no {PROGRESS_FILE}; run `videoprism features` first")
-    state = json.loads(progress_path.read_text())
+    try:
+        state = json.loads(progress_path.read_text())
+    except ValueError as exc:
+        raise FeatureCacheError(f"{progress_path}: not valid JSON ({exc}); re-extract with --overwrite") from None
     if not state.get("complete"):
         raise FeatureCacheError(f"{out}: extraction is unfinished; rerun `videoprism features` to resume it")
-    parts: dict[str, list[torch.Tensor]] = {}
-    for name in state["shards"]:
-        path = out / name
+    paths = [out / name for name in state["shards"]]
+    for path in paths:
         if not path.is_file():
             raise FeatureCacheError(f"{path}: shard listed in {PROGRESS_FILE} is missing; re-extract with --overwrite")
-        for key, val in read_arrays(path).items():
-            parts.setdefault(key, []).append(val)
-    if not parts:
+    if not paths:
         raise FeatureCacheError(f"{out}: no features were extracted (empty manifest?)")
+    return state, paths
+
+
+def read_shard(path: Path, exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The arrays of one shard but ``exclude``; an unreadable file is a :class:`FeatureCacheError`."""
+    from safetensors import SafetensorError
+
+    try:
+        return read_arrays(path, exclude=exclude)
+    except (SafetensorError, zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:  # a damaged file
+        raise FeatureCacheError(f"{path}: unreadable shard, damaged or cut short ({_first_line(exc)}); "
+                                "re-extract with --overwrite") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message as one line (its first), or its type's name when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def row_order(index: torch.Tensor) -> torch.Tensor:
+    """Rows of the concatenated shards sorted by dataset index: the order of every :class:`FeatureSet`."""
+    return torch.argsort(index, stable=True)
+
+
+def load_features(out_dir: str | os.PathLike, mmap: bool = False) -> FeatureSet:
+    """Read a finished feature folder (shards concatenated, rows sorted by index).
+
+    ``mmap=True`` leaves the tokens on disk: ``tokens`` is then a
+    :class:`open_videoprism.eval.store.TokenStore` over the shards (memory-mapped, half precision,
+    read a minibatch at a time) instead of one float32 tensor twice the size of the shards; the
+    small arrays are read into memory either way.
+    """
+    state, paths = finished_shards(out_dir)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for path in paths:
+        for key, val in read_shard(path, exclude=("tokens",) if mmap else ()).items():
+            parts.setdefault(key, []).append(val)
     cat = {k: torch.cat(v) for k, v in parts.items()}
-    order = torch.argsort(cat["index"])
+    order = row_order(cat["index"])
     cat = {k: v[order] for k, v in cat.items()}
+    tokens: torch.Tensor | TokenStore | None
+    if mmap:
+        from open_videoprism.eval.store import TokenStore
+
+        tokens = TokenStore.open(paths, order, [len(i) for i in parts["index"]])
+    else:
+        tokens = cat["tokens"].float() if "tokens" in cat else None
     return FeatureSet(
         index=cat["index"],
         mean_tokens=cat["mean_tokens"],
         embedding=cat.get("embedding"),
-        tokens=cat["tokens"].float() if "tokens" in cat else None,
+        tokens=tokens,
         thumbnail=cat.get("thumbnail"),
         meta=state,
     )

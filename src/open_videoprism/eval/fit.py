@@ -32,6 +32,7 @@ def fit(
     seed: int,
     warmup_fraction: float = 0.1,
     drop_last: bool = False,
+    order: Callable[[torch.Generator], torch.Tensor] | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
     desc: str = "head",
     progress: bool = True,
@@ -40,6 +41,8 @@ def fit(
 
     ``batch_loss(idx)`` gets a LongTensor of sample indices and returns the scalar loss of that batch.
     ``drop_last`` drops the last partial batch (BatchNorm heads need more than one sample).
+    ``order(generator)`` gives an epoch's sample order, a permutation of ``range(num_samples)``
+    (default: a uniform random one; probes stream over shards with :class:`~open_videoprism.eval.store.ShardWindows`).
     ``on_epoch(epoch, mean_loss, lr)`` runs after each epoch (histories, validation).
     The caller seeds the model's initialisation; the sample order uses its own generator from ``seed``.
     """
@@ -56,8 +59,8 @@ def fit(
     bar = progress_bar(range(epochs), desc=desc, enabled=progress, leave=False)
     for epoch in bar:
         model.train()
-        perm = torch.randperm(num_samples, generator=gen)
-        loss_sum, seen = 0.0, 0
+        perm = order(gen) if order is not None else torch.randperm(num_samples, generator=gen)
+        step_losses, sizes = [], []
         for i in range(steps):
             idx = perm[i * bs : (i + 1) * bs]
             loss = batch_loss(idx)
@@ -65,9 +68,12 @@ def fit(
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        losses.append(loss_sum / seen)
+            step_losses.append(loss.detach())
+            sizes.append(len(idx))
+        # Read once per epoch: a float() per step would wait for a GPU at every step. Summed in
+        # float64 in step order, as the per-step float() was, so the curve is the same.
+        loss_sum = sum(v * n for v, n in zip(torch.stack(step_losses).tolist(), sizes))
+        losses.append(loss_sum / sum(sizes))
         if on_epoch is not None:
             on_epoch(epoch, losses[-1], opt.param_groups[0]["lr"])
         bar.set_postfix(loss=f"{losses[-1]:.3f}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,7 +62,7 @@ from open_videoprism.eval.metrics import (
     retrieval_metrics,
     topk_accuracy,
 )
-from open_videoprism.eval.probes import ProbeConfig, ProbeKind, predict, train_probe
+from open_videoprism.eval.probes import Features, ProbeConfig, ProbeKind, predict, train_probe
 from open_videoprism.eval.report import write_report
 from open_videoprism.eval.zeroshot import (
     PROMPT_TEMPLATES,
@@ -134,20 +135,22 @@ def _cache_folder(settings: EvalSettings, manifest: str, cfg: FeatureConfig, dty
     return (settings.cache_dir or settings.out_dir / "features") / f"{Path(manifest).stem}-{key}"
 
 
-def features_for(model: VideoPrism, settings: EvalSettings, manifest: str, cfg: FeatureConfig | None = None) -> FeatureSet:
+def features_for(model: VideoPrism, settings: EvalSettings, manifest: str, cfg: FeatureConfig | None = None,
+                 mmap: bool = False) -> FeatureSet:
     """Cached features of ``manifest``. The cache folder name hashes everything that
     determines them, so a changed setting never reuses stale features; a task that
-    needs no tokens reuses a finished folder that has them (a superset)."""
+    needs no tokens reuses a finished folder that has them (a superset). ``mmap``: the
+    tokens stay memory-mapped in the shards (:func:`load_features`)."""
     cfg = (cfg or settings.features).resolved(model)
     if not cfg.store_tokens:
         superset = _cache_folder(settings, manifest, FeatureConfig(**{**asdict(cfg), "store_tokens": True}), model.dtype)
         progress = superset / "progress.json"
         if progress.is_file() and json.loads(progress.read_text()).get("complete"):
-            return load_features(superset)
+            return load_features(superset, mmap=mmap)
     cache = _cache_folder(settings, manifest, cfg, model.dtype)
     log.info("features of %s: %s", manifest, cache)
     extract_features(model, manifest, cache, cfg, checkpoint=settings.checkpoint, progress=settings.progress)
-    return load_features(cache)
+    return load_features(cache, mmap=mmap)
 
 
 def _class_names(settings: EvalSettings, field_name: str) -> list[str] | None:
@@ -222,7 +225,10 @@ def run_probe(model: VideoPrism, settings: EvalSettings, kind: ProbeKind) -> dic
     train_m, test_m = _split(settings, "train"), _split(settings, "test")
     need_tokens = kind == "attentive"
     fcfg = FeatureConfig(**{**asdict(settings.features), "store_tokens": need_tokens})
-    train_fs, test_fs = features_for(model, settings, train_m, fcfg), features_for(model, settings, test_m, fcfg)
+    # Tokens stay memory-mapped (float16 on disk, read a minibatch at a time): a large set never
+    # becomes one float32 tensor. The same probe as from the tensor, bit for bit.
+    train_fs = features_for(model, settings, train_m, fcfg, mmap=need_tokens)
+    test_fs = features_for(model, settings, test_m, fcfg, mmap=need_tokens)
     names = _class_names(settings, settings.label_field)
     known = len(names) if names else None
     y_train = _labels(train_m, train_fs, settings.label_field, known)
@@ -236,15 +242,15 @@ def run_probe(model: VideoPrism, settings: EvalSettings, kind: ProbeKind) -> dic
         num_classes = len(names) if names else 1 + int(max(y_train.max(), y_test.max()))
     # [N, K, L, D]; the linear probe sees each clip's mean token ([N, K, 1, D]) so that
     # clips stay separate samples and are averaged only at prediction time.
-    x_train = train_fs.tokens if need_tokens else train_fs.mean_tokens[:, :, None]
-    x_test = test_fs.tokens if need_tokens else test_fs.mean_tokens[:, :, None]
+    x_train: Features | None = train_fs.tokens if need_tokens else train_fs.mean_tokens[:, :, None]
+    x_test: Features | None = test_fs.tokens if need_tokens else test_fs.mean_tokens[:, :, None]
     assert x_train is not None and x_test is not None
     cfg = replace(settings.cfg.probe, kind=kind)
-    with head_threads(x_train[0].numel()):
+    with head_threads(math.prod(x_train.shape[1:])):
         probe, history = train_probe(
             x_train, y_train, num_classes, cfg,
             val_features=None if multilabel else x_test, val_labels=None if multilabel else y_test,
-            progress=settings.progress,
+            progress=settings.progress, device=model.device,
         )
         scores = predict(probe, x_test, multilabel=multilabel)
     if multilabel:
@@ -380,9 +386,8 @@ def run_localize(model: VideoPrism, settings: EvalSettings) -> dict[str, Any]:
 
 def _decoder_tokens(fs: FeatureSet) -> torch.Tensor:
     """``[N, K*L, D]``: all clips' tokens form the resampler's input (``[N, K, D]`` means without tokens)."""
-    if fs.tokens is not None:
-        return fs.tokens.flatten(1, 2)
-    return fs.mean_tokens
+    tokens = fs.token_tensor()
+    return tokens.flatten(1, 2) if tokens is not None else fs.mean_tokens
 
 
 def _text_samples(manifest: str, fs: FeatureSet, task: str, first_caption_only: bool) -> list[cap.TextSample]:
