@@ -252,8 +252,12 @@ def test_run_probe_trains_the_attentive_probe_from_the_store_on_the_model_device
                                   cfg=EvalConfig(plots=False, probe=ProbeConfig(epochs=2, batch_size=4)))
     model = SimpleNamespace(device=torch.device("cpu"))
     (tmp_path / "out").mkdir()
+    monkeypatch.setattr(tasks, "IN_MEMORY_BYTES", 0)  # a set too large to hold in memory stays mapped
     result = tasks.run_probe(model, settings, "attentive")
     assert loaded == [True, True] and trained == [(TokenStore, torch.device("cpu"))]
     assert result["metrics"]["num_train"] == 12 and result["config"]["order"] == "global"
     tasks.run_probe(model, settings, "linear")  # the linear probe keeps its in-memory mean tokens
     assert loaded[2:] == [False, False] and trained[1][0] is torch.Tensor
+    monkeypatch.setattr(tasks, "IN_MEMORY_BYTES", 1 << 30)  # a small set is read into memory: faster steps
+    again = tasks.run_probe(model, settings, "attentive")
+    assert trained[2][0] is torch.Tensor and again["metrics"] == result["metrics"]
