@@ -193,6 +193,11 @@ class Trainer:
         """How the global batch is split: checkpoints record it so a resized resume can convert positions."""
         return {"world_size": self.info.world_size, "accum_steps": self.cfg.accum_steps, "batch_size": self.cfg.batch_size}
 
+    def _trainable(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """``state`` without the frozen modules' keys (the stage-2 teacher): checkpoints never hold them."""
+        skip = frozen_prefixes(self.objective)
+        return {k: v for k, v in state.items() if not (skip and k.startswith(skip))}
+
     def _sharded_state(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """``({"model": ..., "optim": ...}, param_groups)`` for DCP, keyed by parameter name (so it
         reshards): DTensor shards under FSDP2, full tensors otherwise; frozen modules left out.
@@ -200,8 +205,7 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         model_sd, optim_sd = get_state_dict(self.objective, self.optimizer)
-        skip = frozen_prefixes(self.objective)
-        model_sd = {k: v for k, v in model_sd.items() if not (skip and k.startswith(skip))}
+        model_sd = self._trainable(model_sd)
         groups = cast("list[dict[str, Any]]", optim_sd.pop("param_groups"))
         return {"model": model_sd, "optim": optim_sd}, groups
 
@@ -277,10 +281,8 @@ class Trainer:
             raise CheckpointError(f"{path}: a format-1 checkpoint; resume it once with distributed.strategy=ddp, "
                                   "whose checkpoints FSDP then reads")
         c = ckpt.load(path)
-        skip = frozen_prefixes(self.objective)
-        model = {k: v for k, v in c.prefixed("model").items() if not (skip and k.startswith(skip))}
-        missing, unexpected = self.objective.load_state_dict(model, strict=False)
-        if unexpected or [k for k in missing if not (skip and k.startswith(skip))]:
+        missing, unexpected = self.objective.load_state_dict(self._trainable(c.prefixed("model")), strict=False)
+        if unexpected or self._trainable(dict.fromkeys(missing)):
             raise KeyError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer(c.prefixed("optim"), meta["optimizer"]))
         if int(meta.get("world_size", 1)) == self.info.world_size and "rng" in meta:
