@@ -5,8 +5,9 @@ For each model and ``model.grad_checkpointing`` off/on, a fresh process builds o
 and reports seconds per step (best of ``--repeats`` after a warm-up), the FLOPs torch counts
 (``torch.utils.flop_counter``: matmuls, convolutions, attention; forward and backward; with
 checkpointing the recomputed forward too), the fraction of the machine's matmul peak in the step's dtype
-measured in the same process (model FLOPs, those of the step without recomputation), and the process's
-peak resident memory (``ru_maxrss``: weights, optimiser state and activations together).
+measured in the same process (model FLOPs, those of the step without recomputation), the step's own
+memory (the high-water mark during the steps above the memory resident between them: activations and
+gradients; Linux) and the process's peak resident memory (``ru_maxrss``: everything, set-up included).
 
 * ``stage2``: the distillation objective (student on the visible tokens at mask ratio 0.65, frozen
   teacher, token-wise and global decoders) and AdamW, as ``stage2-tiny``/``b16-stage2`` build it;
@@ -89,6 +90,26 @@ def build_step(objective_name: str, model: str, batch: int, frames: int, size: i
     return step
 
 
+def _status_mb(field: str) -> float | None:
+    """``VmRSS`` / ``VmHWM`` of this process in MB (Linux), else None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_high_water_mark() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux: ``clear_refs`` 5), so it measures from here."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def measure(args: argparse.Namespace) -> dict:
     """One configuration, in this (fresh) process."""
     torch.set_num_threads(args.threads)
@@ -96,10 +117,16 @@ def measure(args: argparse.Namespace) -> dict:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     step = build_step(args.objective, MODELS[args.model], args.batch, args.frames, args.size, args.ckpt, dtype)
     step()  # optimiser state, allocator warm-up
-    flops = count_flops(step)
+    # The step's own memory (activations, gradients): the high-water mark over the steps above what
+    # stays resident between them (weights, optimiser state).
+    resident, reset = _status_mb("VmRSS"), _reset_high_water_mark()
     sec = best_seconds(step, torch.device("cpu"), args.repeats, warmup=0)
+    hwm = _status_mb("VmHWM")
+    step_mb = hwm - resident if reset and hwm is not None and resident is not None else float("nan")
+    flops = count_flops(step)
     peak = matmul_peak(torch.device("cpu"), dtype, 1024)
-    return {"sec": sec, "flops": flops, "peak": peak, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"sec": sec, "flops": flops, "peak": peak, "step_mb": step_mb,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {cpu_name()}; torch {torch.__version__}; {args.threads} thread(s); {args.dtype}; "
           f"load average {' '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
     print("\n| objective | model | clips | activation checkpointing | s / step | GFLOP / step | % of matmul peak "
-          "| peak RSS (MB) |\n|---|---|---|---|---:|---:|---:|---:|")
+          "| step memory (MB) | peak RSS (MB) |\n|---|---|---|---|---:|---:|---:|---:|---:|")
     for objective in args.objectives.split(","):
         for model in args.models.split(","):
             tiny = model == "tiny"
@@ -141,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 model_flops = model_flops or r["flops"]
                 print(f"| {objective} | {model} | {batch} x {frames} x {size}^2 | {'on' if ckpt else 'off'} "
                       f"| {r['sec']:.3f} | {r['flops'] / 1e9:.1f} | {100 * model_flops / r['sec'] / r['peak']:.0f}% "
-                      f"(peak {r['peak'] / 1e9:.0f} GFLOP/s) | {r['rss_mb']:.0f} |", flush=True)
+                      f"(peak {r['peak'] / 1e9:.0f} GFLOP/s) | {r['step_mb']:.0f} | {r['rss_mb']:.0f} |", flush=True)
     return 0
 
 
