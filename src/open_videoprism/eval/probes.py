@@ -263,8 +263,8 @@ def train_probe(
             history.train_accuracy.append(100.0 * float(correct) / seen if not multilabel else float("nan"))
             history.lr.append(lr)
             correct.zero_()
-            # Scored at about VAL_POINTS epochs and the last one: every epoch of an 800-epoch probe spent a
-            # quarter of its time on this curve. It only draws the curve, so the probe is the same either way.
+            # Scored at about VAL_POINTS epochs and the last one, not after every epoch (a full prediction
+            # pass each time). It only draws the curve, so the probe is the same either way.
             scored = epoch + 1 == cfg.epochs or (epoch + 1) % max(1, cfg.epochs // VAL_POINTS) == 0
             if val_features is not None and val_labels is not None and not multilabel and scored:
                 scores = predict(probe, val_features)

@@ -224,13 +224,13 @@ def _chance_topk(num_classes: int) -> dict[str, float]:
 IN_MEMORY_BYTES = 1 << 30
 
 
-def _in_memory_if_small(x: Features) -> Features:
-    """A memory-mapped token set small enough to hold as float32 becomes a tensor: indexing a tensor
-    saves ~1.6 ms of a ~6 ms probe step at width 64 (docs/benchmarks.md) and trains the same probe
-    bit for bit. Larger sets stay mapped."""
-    if isinstance(x, torch.Tensor) or 4 * math.prod(x.shape) > IN_MEMORY_BYTES:
-        return x
-    return x.gather(range(len(x)))
+def _probe_tokens(fs: FeatureSet, order: str) -> Features | None:
+    """The tokens a probe reads: a memory-mapped set small enough to hold as float32 becomes a tensor
+    (indexing a tensor saves ~1.6 ms of a ~6 ms probe step at width 64, docs/benchmarks.md, and
+    trains the same probe bit for bit); larger sets, and the ``shards`` order, stay mapped."""
+    if fs.tokens is None or (order == "shards" or 4 * math.prod(fs.tokens.shape) > IN_MEMORY_BYTES):
+        return fs.tokens
+    return fs.token_tensor()
 
 
 def run_probe(model: VideoPrism, settings: EvalSettings, kind: ProbeKind) -> dict[str, Any]:
@@ -255,12 +255,10 @@ def run_probe(model: VideoPrism, settings: EvalSettings, kind: ProbeKind) -> dic
         num_classes = len(names) if names else 1 + int(max(y_train.max(), y_test.max()))
     # [N, K, L, D]; the linear probe sees each clip's mean token ([N, K, 1, D]) so that
     # clips stay separate samples and are averaged only at prediction time.
-    x_train: Features | None = train_fs.tokens if need_tokens else train_fs.mean_tokens[:, :, None]
-    x_test: Features | None = test_fs.tokens if need_tokens else test_fs.mean_tokens[:, :, None]
-    assert x_train is not None and x_test is not None
     cfg = replace(settings.cfg.probe, kind=kind)
-    if cfg.order == "global":
-        x_train, x_test = _in_memory_if_small(x_train), _in_memory_if_small(x_test)
+    x_train = _probe_tokens(train_fs, cfg.order) if need_tokens else train_fs.mean_tokens[:, :, None]
+    x_test = _probe_tokens(test_fs, cfg.order) if need_tokens else test_fs.mean_tokens[:, :, None]
+    assert x_train is not None and x_test is not None
     with head_threads(math.prod(x_train.shape[1:])):
         probe, history = train_probe(
             x_train, y_train, num_classes, cfg,

@@ -175,7 +175,6 @@ class Trainer:
         # then never reaches the weights and the host reads the step's scalars at log steps only.
         # Other optimisers (Adafactor) need the per-step host check before their update.
         self.skips_on_device = bool(self.optimizer.defaults.get("fused"))
-        self.checked: dict[int, dict[str, float]] = {}  # the last step's scalars, when the host checked them
         # open_clip's feature cache: micro-batches share negatives (objectives with loss_from_features).
         self.feature_cache = cfg.accum_steps > 1 and cfg.accum_features and callable(getattr(objective, "loss_from_features", None))
         self.step = 0
@@ -371,15 +370,15 @@ class Trainer:
         pending: list[tuple[int, dict[str, torch.Tensor], float]] = []  # steps whose scalars are still on the device
         try:
             while self.step < end:
-                scalars, lr, samples, data_s = self._train_step(model, batches)
+                scalars, lr, checked, samples, data_s = self._train_step(model, batches)
                 self.step += 1
                 pending.append((self.step, scalars, lr))
                 log_now = self.step % cfg.log_every == 0 or self.step == 1 or self.step == cfg.steps
                 ckpt_now = self.step % cfg.ckpt_every == 0 or self.step == end
                 loss = None
-                if log_now or ckpt_now or not self.skips_on_device:
-                    # The one host sync, at log and checkpoint steps (every step where the host checks it).
-                    values = self._flush(pending) if self.skips_on_device else self.checked
+                if log_now or ckpt_now or checked is not None:
+                    # The one host sync, at log and checkpoint steps (or every step the host checked already).
+                    values = checked if checked is not None else self._flush(pending)
                     result.losses.update({step: v["loss"] for step, v in values.items() if "loss" in v})
                     loss = values[self.step].get("loss")
                     pending.clear()
@@ -435,8 +434,11 @@ class Trainer:
             out[step] = values
         return out
 
-    def _train_step(self, model: nn.Module, batches: Any) -> tuple[dict[str, torch.Tensor], float, int, float]:
-        """One optimiser step; returns its logged scalars (still on the device), lr, samples and data seconds."""
+    def _train_step(
+        self, model: nn.Module, batches: Any
+    ) -> tuple[dict[str, torch.Tensor], float, dict[int, dict[str, float]] | None, int, float]:
+        """One optimiser step; returns its logged scalars (still on the device), lr, those scalars as
+        floats when the host had to check them before the update (else None), samples and data seconds."""
         cfg = self.cfg
         sched = cfg.schedule
         factor = lr_factor(self.step, cfg.steps, sched.warmup_steps, sched.decay, sched.min_lr_ratio)
@@ -450,16 +452,17 @@ class Trainer:
         # The norm is taken without clipping too: it is what tells every rank that a gradient is not finite.
         values["grad_norm"] = clip_grad_norm(self.params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
         lr = self.optimizer.param_groups[0]["initial_lr"] * factor
+        checked = None
         if self.skips_on_device:
-            # Set from the loss (this rank's) and the norm (all ranks'): either non-finite skips the update.
+            # A non-finite loss on any rank makes the all-reduced gradients, hence the global norm, non-finite.
             self.optimizer.found_inf = (~torch.isfinite(full_norm(values["grad_norm"]))).float()  # type: ignore[attr-defined]
         else:
-            self.checked = self._flush([(self.step + 1, values, lr)])  # raises before a non-finite step reaches the weights
+            checked = self._flush([(self.step + 1, values, lr)])  # raises before a non-finite step reaches the weights
         self.optimizer.step()
         after = getattr(unwrap(self.objective), "after_step", None)
         if callable(after):
             after(self.step + 1)
-        return values, lr, samples, data_s
+        return values, lr, checked, samples, data_s
 
     def _accumulate(self, model: nn.Module, batches: Any) -> tuple[dict[str, torch.Tensor], int, float]:
         """Plain accumulation: the mean of ``accum_steps`` micro-batch losses; gradients synchronised
