@@ -6,6 +6,7 @@ entries are tiny configs for tests and CPU experiments.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -116,4 +117,14 @@ def _test_tiny() -> VideoPrismConfig:
 def _lvt_test_tiny() -> VideoPrismConfig:
     v = _tiny_vision()
     text = TextConfig(vocab_size=1000, width=64, num_layers=2, num_heads=4, mlp_dim=256)
+    return VideoPrismConfig(vision=v, auxiliary_layers=2, pooler_dim=256, text=text)
+
+
+@register_config("videoprism_lvt_mini")
+def _lvt_mini() -> VideoPrismConfig:
+    # The miniature of `videoprism reproduce --preset quick`: the tiny shape at twice the width.
+    # Token shuffling makes the student encode each token's position in its outputs; at width 64
+    # that cost the features on validation, at 128 it did not (docs/reproduce.md).
+    v = dataclasses.replace(_tiny_vision(), width=128, mlp_dim=256)
+    text = TextConfig(vocab_size=1000, width=128, num_layers=2, num_heads=4, mlp_dim=512)
     return VideoPrismConfig(vision=v, auxiliary_layers=2, pooler_dim=256, text=text)

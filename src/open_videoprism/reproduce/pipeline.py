@@ -22,7 +22,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -69,8 +69,11 @@ class ReproduceConfig:
         bad = [r for r in self.regimes if r not in REGIMES]
         if bad or "mixed" not in self.regimes:
             raise UserError(f"--regimes: {', '.join(self.regimes)}; 'mixed' is required, 'clean' optional")
-        return Preset(clips=self.clips or p.clips, long_videos=p.long_videos, steps1=self.steps1 or p.steps1,
-                      probe_epochs=p.probe_epochs, probe_lr=p.probe_lr, seeds=self.seeds or p.seeds)
+        pretrain = p.pretrain_clips
+        if self.clips is not None and pretrain is not None:  # --clips keeps the preset's pretraining share
+            pretrain = max(1, round(self.clips * pretrain / p.clips))
+        return replace(p, clips=self.clips or p.clips, steps1=self.steps1 or p.steps1, seeds=self.seeds or p.seeds,
+                       pretrain_clips=pretrain)
 
 
 @dataclass
@@ -166,7 +169,10 @@ def _pretrain(spec: RunSpec, preset: Preset, data: Path, runs: Path, seed: int, 
     # The recipe's own warmup fraction (the paper's proportions), kept when the preset changes the length.
     recipe = load_config(spec.recipe)
     warmup = max(1, round(recipe.schedule.warmup_steps / recipe.steps * steps))
-    overrides = [f"seed={seed}", f"steps={steps}", f"schedule.warmup_steps={warmup}"]
+    overrides = [f"seed={seed}", f"steps={steps}", f"schedule.warmup_steps={warmup}", f"model.name={preset.model}"]
+    if "decoder" in recipe.objective:  # stage 2 and the one-stage baseline: one head, MLP 4x
+        w = preset.decoder_width
+        overrides += [f"objective.decoder.width={w}", f"objective.decoder.mlp_dim={4 * w}", "objective.decoder.num_heads=1"]
     if spec.init:
         overrides.append(f"model.init={runs / spec.init}")
     if spec.locked:
@@ -177,14 +183,14 @@ def _pretrain(spec: RunSpec, preset: Preset, data: Path, runs: Path, seed: int, 
              teacher=runs / spec.teacher if spec.teacher else None, progress=progress)
 
 
-def _random_model(path: Path, seed: int) -> None:
+def _random_model(path: Path, seed: int, model_name: str) -> None:
     import torch
 
     from open_videoprism.checkpoints import save_checkpoint
     from open_videoprism.models import create_model
 
     torch.manual_seed(seed)
-    model = create_model("videoprism_lvt_test_tiny")
+    model = create_model(model_name)
     save_checkpoint(path, model.state_dict(), model.cfg, {"source": "random init"})
 
 
@@ -202,12 +208,12 @@ def seed_jobs(cfg: ReproduceConfig, preset: Preset, seed: int, specs: list[RunSp
     base = {"preset": cfg.preset, **{k: v for k, v in asdict(preset).items() if k != "seeds"}, "seed": seed}
     synth = f"seed {seed}: synth"
     jobs = [Job(synth, data, base, partial(generate, data, preset.clips, seed=seed, long_videos=preset.long_videos,
-                                           workers=1, progress=False))]
+                                           pretrain_clips=preset.pretrain_clips, workers=1, progress=False))]
     train_name = {spec.name: f"seed {seed}: train {spec.name}" for spec in specs}
     for spec in specs:
         settings = {**base, "run": asdict(spec), "steps": run_steps(spec, preset) if spec.recipe else 0}
         if spec.recipe is None:
-            fn = partial(_random_model, runs / spec.name / "model.safetensors", seed)
+            fn = partial(_random_model, runs / spec.name / "model.safetensors", seed, preset.model)
         else:
             fn = partial(_pretrain, spec, preset, data, runs, seed, cfg.progress)
         jobs.append(Job(train_name[spec.name], runs / spec.name, settings, fn,
