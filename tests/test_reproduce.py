@@ -50,6 +50,17 @@ def test_smoke_study_runs_every_model_writes_results_and_resumes(tmp_path):
 
     lit, s2 = ovp.load(out / "seed-3" / "runs" / "stage2-lit"), ovp.load(out / "seed-3" / "runs" / "stage2")
     assert all(torch.equal(v, s2.encoder.state_dict()[k]) for k, v in lit.encoder.state_dict().items())
+    # Every run trains the preset's miniature; stage 2 and the one-stage baseline use its decoder.
+    preset = PRESETS["smoke"]
+    width = ovp.create_model(preset.model).cfg.vision.width
+    for name in RUNS:
+        assert ovp.load(out / "seed-3" / "runs" / name).cfg.vision.width == width, name
+    import yaml
+
+    for name in ("stage2", "one-stage"):
+        dec = yaml.safe_load((out / "seed-3" / "runs" / name / "config.yaml").read_text())["objective"]["decoder"]
+        w = preset.decoder_width
+        assert (dec["width"], dec["mlp_dim"], dec["num_heads"]) == (w, 4 * w, 1), name
     # Stage 2 trained with the paper's proportions: 1.5x the stage-1 steps.
     rows = [json.loads(x) for x in (out / "seed-3" / "runs" / "stage2" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == PRESETS["smoke"].steps2 == round(1.5 * PRESETS["smoke"].steps1)
@@ -72,6 +83,35 @@ def test_claims_are_paired_by_seed_and_judged_against_their_spread():
     assert c["verdict"] == "within the spread"
     assert verdict([4.0, 5.0, 6.0]) == "holds" and verdict([-4.0, -5.0]) == "reversed"
     assert verdict([2.0]).startswith("holds (1 seed")
+
+
+def test_presets_resolve_clips_splits_and_model(tmp_path):
+    from open_videoprism.data.synthetic import split_sizes
+    from open_videoprism.models import list_models
+    from open_videoprism.reproduce.pipeline import ReproduceConfig
+
+    quick = ReproduceConfig().resolved_preset()
+    assert quick.model in list_models() and quick.decoder_width < ovp_width(quick.model)
+    # quick: 600 pretraining clips, probes fit on 600 and score 600.
+    assert split_sizes(quick.clips - quick.pretrain_clips, quick.pretrain_clips) == {
+        "pretrain": 600, "probe_train": 600, "test": 600}
+    # --clips keeps the preset's pretraining share; the other settings stay the preset's.
+    half = ReproduceConfig(clips=900, steps1=10).resolved_preset()
+    assert (half.clips, half.pretrain_clips, half.steps1, half.steps2) == (900, 300, 10, 15)
+    assert (half.model, half.probe_epochs, half.seeds) == (quick.model, quick.probe_epochs, quick.seeds)
+    # The synth step writes those splits: generate() gets the held-out count and the pretraining count.
+    from open_videoprism.reproduce.pipeline import seed_jobs
+
+    synth = seed_jobs(ReproduceConfig(out=str(tmp_path)), quick, 5, plan([]))[0].fn
+    assert split_sizes(synth.args[1], synth.keywords["pretrain_clips"]) == {"pretrain": 600, "probe_train": 600, "test": 600}
+    smoke = ReproduceConfig(preset="smoke").resolved_preset()
+    assert smoke.pretrain_clips is None and split_sizes(smoke.clips, None)["pretrain"] == smoke.clips // 2
+
+
+def ovp_width(name: str) -> int:
+    from open_videoprism.models import create_model
+
+    return create_model(name).cfg.vision.width
 
 
 def test_plan_orders_runs_after_what_they_start_from():
