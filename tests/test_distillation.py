@@ -17,6 +17,7 @@ from open_videoprism.objectives.distillation import (
     DistillationOptions,
     build_distillation,
     cosine_distance,
+    instance_norm,
 )
 
 SMALL_DECODER = DecoderConfig(width=32, depth=1, num_heads=4, mlp_dim=64)
@@ -103,6 +104,28 @@ def test_local_loss_compares_against_teacher_tokens_in_canonical_order() -> None
     # The visible/masked split of the local loss averages back to it (22 visible, 42 masked).
     mix = (22 * out["loss_local_visible"] + 42 * out["loss_local_masked"]) / 64
     assert torch.allclose(mix, out["loss_local"], atol=1e-5)
+
+
+def test_instance_normalised_targets() -> None:
+    # Each clip's token targets have zero mean and unit variance per channel over the clip's tokens.
+    x = torch.randn(2, 64, 8) * torch.linspace(0.5, 3.0, 8) + torch.randn(2, 1, 8) * 10
+    y = instance_norm(x)
+    assert torch.allclose(y.mean(1), torch.zeros(2, 8), atol=1e-5)
+    assert torch.allclose(y.var(1, unbiased=False), torch.ones(2, 8), atol=1e-3)
+    # A part all of a clip's tokens share is not a target any more.
+    assert torch.allclose(instance_norm(x + torch.randn(2, 1, 8) * 100), y, atol=1e-3)
+    # The objective's local loss compares against those targets; the global target is untouched.
+    obj = _objective(target_norm="instance")
+    batch = obj.collate_fn(_batch())
+    out = obj(batch, generator=torch.Generator().manual_seed(3))
+    t_tokens, t_emb = obj.teacher_targets(batch["video"])
+    s_tokens = obj.student_tokens(batch["video"], batch["visible_idx"])
+    pred, _ = obj.token_decoder(s_tokens, batch["visible_idx"], (4, 4, 4), torch.Generator().manual_seed(3))
+    assert torch.allclose(out["loss_local"], cosine_distance(pred, instance_norm(t_tokens)).mean(), atol=1e-6)
+    assert not torch.allclose(out["loss_local"], cosine_distance(pred, t_tokens).mean(), atol=1e-3)
+    assert torch.allclose(out["loss_global"], cosine_distance(obj.global_decoder(s_tokens), t_emb).mean(), atol=1e-6)
+    with pytest.raises(ConfigError, match="target_norm"):
+        DistillationOptions(target_norm="layer")
 
 
 def test_teacher_is_frozen_and_never_changes() -> None:

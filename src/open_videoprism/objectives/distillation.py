@@ -55,6 +55,7 @@ from open_videoprism.objectives import register_objective
 log = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TARGET_NORMS = ("none", "instance")
 
 
 @dataclass
@@ -73,6 +74,10 @@ class DistillationOptions:
             (e.g. a larger student under a base teacher).
         global_pool_from_teacher: start the global branch's MAP head from the
             teacher's stage-1 MAP head (its target's own head) when shapes match.
+        target_norm: ``none`` (paper: the teacher's tokens as they are) or
+            ``instance``: each clip's token targets normalised per channel over
+            the clip's tokens (data2vec's instance norm), which removes the part
+            every token shares (docs/stage2.md).
     """
 
     shuffle: bool = True
@@ -84,6 +89,16 @@ class DistillationOptions:
     teacher_dtype: str = "fp32"
     student_from_teacher: bool = True
     global_pool_from_teacher: bool = True
+    target_norm: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.target_norm not in TARGET_NORMS:
+            raise ConfigError(f"objective.target_norm: {self.target_norm!r}; choose from {', '.join(TARGET_NORMS)}")
+
+
+def instance_norm(tokens: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Normalise ``[B, L, D]`` per sample and channel over the ``L`` tokens (data2vec's targets)."""
+    return F.instance_norm(tokens.transpose(1, 2), eps=eps).transpose(1, 2)
 
 
 def cosine_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -183,6 +198,8 @@ class DistillationObjective(nn.Module):
         visible = batch["visible_idx"].to(video.device)
         grid = TokenGrid.from_video(video.shape, self.student.cfg.vision.patch_size)
         t_tokens, t_emb = self.teacher_targets(video)
+        if self.options.target_norm == "instance":
+            t_tokens = instance_norm(t_tokens)
         s_tokens = self.student_tokens(video, visible)
 
         pred, _ = self.token_decoder(s_tokens, visible, (grid.frames, grid.height, grid.width), generator)
@@ -249,4 +266,5 @@ __all__ = [
     "build_distillation",
     "cosine_distance",
     "encoder_only",
+    "instance_norm",
 ]
