@@ -39,8 +39,13 @@ def test_smoke_study_runs_every_model_writes_results_and_resumes(tmp_path):
     by = {(r["name"], r["seed"]): r["metrics"] for r in results["runs"]}
     assert two["deltas"] == [round(by[("stage2", s)]["motion_top1"] - by[("stage1", s)]["motion_top1"], 4) for s in (3, 4)]
     assert two["paper_delta"] == 8.2 and two["verdict"] == verdict(two["deltas"])
+    # Token diagnostics for every probed encoder and seed, from its cached test tokens.
+    probed_runs = [(n, s) for s in (3, 4) for n in RUNS if n not in ("stage1-lit", "stage2-lit")]
+    assert [(t["name"], t["seed"]) for t in results["token_stats"]] == probed_runs
+    assert all(0 < t["within_clip_cos"] <= 1.0 + 1e-6 and 0 <= t["frame_change"] <= 2 for t in results["token_stats"])
     assert results["timing"]["wall_seconds"] > 0 and results["timing"]["peak_rss_mb_per_process"] > 100
     report = (out / "report.md").read_text()
+    assert "## What the tokens carry" in report and "| `stage2` |" in report
     assert "## The paper's claims" in report and "Fig. 7: SSv2 55.4 -> 63.6" in report and "+- " in report
     assert (out / "probes.png").stat().st_size > 0 and (out / "loss_curves.png").stat().st_size > 0
     # The LiT run's video encoder is the stage-2 student's, bit for bit.
@@ -53,8 +58,10 @@ def test_smoke_study_runs_every_model_writes_results_and_resumes(tmp_path):
     # Every run trains the preset's miniature; stage 2 and the one-stage baseline use its decoder.
     preset = PRESETS["smoke"]
     width = ovp.create_model(preset.model).cfg.vision.width
-    for name in RUNS:
-        assert ovp.load(out / "seed-3" / "runs" / name).cfg.vision.width == width, name
+    from open_videoprism.reproduce.pipeline import checkpoint_of
+
+    for spec in plan(parse_ablations("no-shuffle,no-global,tube")):
+        assert ovp.load(checkpoint_of(spec, out / "seed-3" / "runs")).cfg.vision.width == width, spec.name
     import yaml
 
     for name in ("stage2", "one-stage"):
@@ -93,8 +100,7 @@ def test_presets_resolve_clips_splits_and_model(tmp_path):
     quick = ReproduceConfig().resolved_preset()
     assert quick.model in list_models() and quick.decoder_width < ovp_width(quick.model)
     # quick: 600 pretraining clips, probes fit on 600 and score 600.
-    assert split_sizes(quick.clips - quick.pretrain_clips, quick.pretrain_clips) == {
-        "pretrain": 600, "probe_train": 600, "test": 600}
+    assert quick.splits() == {"pretrain": 600, "probe_train": 600, "test": 600}
     # --clips keeps the preset's pretraining share; the other settings stay the preset's.
     half = ReproduceConfig(clips=900, steps1=10).resolved_preset()
     assert (half.clips, half.pretrain_clips, half.steps1, half.steps2) == (900, 300, 10, 15)
@@ -105,7 +111,8 @@ def test_presets_resolve_clips_splits_and_model(tmp_path):
     synth = seed_jobs(ReproduceConfig(out=str(tmp_path)), quick, 5, plan([]))[0].fn
     assert split_sizes(synth.args[1], synth.keywords["pretrain_clips"]) == {"pretrain": 600, "probe_train": 600, "test": 600}
     smoke = ReproduceConfig(preset="smoke").resolved_preset()
-    assert smoke.pretrain_clips is None and split_sizes(smoke.clips, None)["pretrain"] == smoke.clips // 2
+    assert smoke.pretrain_clips is None and smoke.splits() == split_sizes(smoke.clips)
+    assert smoke.splits()["pretrain"] == smoke.clips // 2
 
 
 def ovp_width(name: str) -> int:

@@ -207,9 +207,7 @@ def seed_jobs(cfg: ReproduceConfig, preset: Preset, seed: int, specs: list[RunSp
     # What a seed's steps depend on: not how many other seeds the study has.
     base = {"preset": cfg.preset, **{k: v for k, v in asdict(preset).items() if k != "seeds"}, "seed": seed}
     synth = f"seed {seed}: synth"
-    # generate() splits its `clips` between probe_train and test when the pretraining count is given.
-    held_out = preset.clips - preset.pretrain_clips if preset.pretrain_clips else preset.clips
-    jobs = [Job(synth, data, base, partial(generate, data, held_out, seed=seed, long_videos=preset.long_videos,
+    jobs = [Job(synth, data, base, partial(generate, data, preset.held_out, seed=seed, long_videos=preset.long_videos,
                                            pretrain_clips=preset.pretrain_clips, workers=1, progress=False))]
     train_name = {spec.name: f"seed {seed}: train {spec.name}" for spec in specs}
     for spec in specs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,29 @@ def claims_table(results: dict[str, Any]) -> list[str]:
         lines.append(f"| {c['claim']} (`{c['a']}` - `{c['b']}`, {HEADERS[c['metric']]}) | {c['paper_source']} | "
                      f"{paper} | {ours} | {seeds} | {c['verdict']} |")
     return lines
+
+
+def token_stats_table(results: dict[str, Any], specs: Sequence[RunSpec]) -> list[str]:
+    """Mean over seeds of each probed encoder's within-clip token cosine and frame-to-frame change."""
+    rows = results.get("token_stats") or []
+    if not rows:
+        return []
+    lines = ["", "## What the tokens carry", "",
+             "Measured on each encoder's test-split tokens: the mean cosine between two tokens of one clip (1: every "
+             "token the same) and the mean `1 - cos` between a patch's token and the same patch one frame later "
+             "(0: nothing changes over time).", "",
+             "| model | within-clip cosine | frame-to-frame change |", "|---|---:|---:|"]
+    for spec in specs:
+        mine = [r for r in rows if r["name"] == spec.name]
+        if mine:
+            cells = [statistics.fmean(r[k] for r in mine) for k in ("within_clip_cos", "frame_change")]
+            lines.append(f"| `{spec.name}` | {cells[0]:.3f} | {cells[1]:.3f} |")
+    return lines
+
+
+def _splits(preset: Preset) -> str:
+    sizes = preset.splits()
+    return " / ".join(str(sizes[k]) for k in ("pretrain", "probe_train", "test"))
 
 
 def models_table(results: dict[str, Any], specs: Sequence[RunSpec]) -> list[str]:
@@ -132,13 +156,15 @@ def write_report(out: Path, results: dict[str, Any], specs: Sequence[RunSpec], p
     lines += ["", "Retrieval and zero-shot classification need a text tower: the stage-2 encoders get one by LiT "
               "(`stage2-lit`, text tower and heads from stage 1, encoder locked); `stage1-lit` gives the stage-1 "
               "encoder the same text-side training as a control. LiT runs reuse their locked encoder's probes."]
+    lines += token_stats_table(results, specs)
     if _plot_probes(results, specs, out / "probes.png"):
         lines += ["", "![probes](probes.png)"]
     if _plot_losses(out, seeds[0], specs, out / "loss_curves.png"):
         lines += ["", f"![training losses, seed {seeds[0]}](loss_curves.png)"]
     lines += ["", "## Settings", "", "| setting | value |", "|---|---|",
               f"| preset | {results['preset']} |", f"| seeds | {', '.join(map(str, seeds))} |",
-              f"| clips (pretrain / probe_train / test) | {preset.clips} (1/2, 1/4, 1/4) |",
+              f"| clips (pretrain / probe_train / test) | {_splits(preset)} |",
+              f"| model | `{preset.model}`; stage-2 and one-stage decoders {preset.decoder_width} wide, one head |",
               f"| stage-1 steps / stage-2 steps / one-stage steps | {preset.steps1} / {preset.steps2} / "
               f"{preset.steps1 + preset.steps2} |",
               f"| probe | attentive (MAP), {preset.probe_epochs} epochs, peak lr {preset.probe_lr:g} |"]
@@ -159,4 +185,4 @@ def write_report(out: Path, results: dict[str, Any], specs: Sequence[RunSpec], p
     return path
 
 
-__all__ = ["claims_table", "models_table", "write_report"]
+__all__ = ["claims_table", "models_table", "token_stats_table", "write_report"]

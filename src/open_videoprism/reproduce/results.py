@@ -7,6 +7,7 @@ Schema::
                "metrics": {"appearance_top1": 44.0, "motion_top1": 43.3,
                            "retrieval_t2v_r1": 6.9, "zeroshot_top1": 32.0}}, ...],
      "chance": {"appearance_top1": 6.25, ...},
+     "token_stats": [{"name": "stage1", "seed": 7, "within_clip_cos": 0.8, "frame_change": 0.11}, ...],
      "claims": [{"claim": ..., "metric": ..., "a": "stage2", "b": "stage1", "paper_delta": 8.2,
                  "paper_source": ..., "deltas": [...], "mean": ..., "std": ..., "verdict": ...}, ...]}
 
@@ -95,6 +96,24 @@ def read_run_metrics(eval_dir: Path) -> tuple[dict[str, float | None], dict[str,
     return metrics, chance
 
 
+def read_token_stats(eval_dir: Path) -> dict[str, float] | None:
+    """Within-clip similarity and frame-to-frame change of a run's cached test-split tokens
+    (:func:`open_videoprism.eval.token_stats.token_stats`); None when the run has none cached."""
+    from open_videoprism.eval.features import FeatureCacheError, load_features
+    from open_videoprism.eval.token_stats import token_stats
+
+    for folder in sorted((eval_dir / "features").glob("test-*")):
+        try:
+            feats = load_features(folder)
+        except (FeatureCacheError, OSError):
+            continue
+        tokens = feats.token_tensor()
+        frames = feats.meta.get("identity", {}).get("config", {}).get("num_frames")
+        if tokens is not None and isinstance(frames, int):
+            return {k: round(v, 4) for k, v in token_stats(tokens, frames).items()}
+    return None
+
+
 def verdict(deltas: Sequence[float]) -> str:
     """Whether a paired difference holds beyond its seed-to-seed spread (one standard deviation)."""
     if not deltas:
@@ -134,14 +153,18 @@ def measure_claims(runs: list[dict[str, Any]], seeds: Sequence[int]) -> list[dic
 
 def collect_results(out: Path, preset: str, seeds: Sequence[int], specs: Sequence[RunSpec]) -> dict[str, Any]:
     """Gather every run's metrics under ``out`` into the ``results.json`` payload."""
-    runs, chance = [], {}
+    runs, chance, stats = [], {}, []
     for seed in seeds:
         for spec in specs:
-            metrics, ch = read_run_metrics(out / f"seed-{seed}" / "eval" / spec.name)
+            eval_dir = out / f"seed-{seed}" / "eval" / spec.name
+            metrics, ch = read_run_metrics(eval_dir)
             chance.update(ch)
             runs.append({"name": spec.name, "seed": seed, "regime": spec.regime, "metrics": metrics})
+            st = read_token_stats(eval_dir) if spec.probe else None
+            if st is not None:
+                stats.append({"name": spec.name, "seed": seed, **st})
     return {"preset": preset, "seeds": list(seeds), "runs": runs, "chance": chance,
-            "claims": measure_claims(runs, seeds)}
+            "claims": measure_claims(runs, seeds), "token_stats": stats}
 
 
 def summarize(results: dict[str, Any], name: str, metric: str) -> tuple[float, float | None, int] | None:
@@ -152,4 +175,5 @@ def summarize(results: dict[str, Any], name: str, metric: str) -> tuple[float, f
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None), len(values)
 
 
-__all__ = ["CLAIMS", "METRICS", "Claim", "collect_results", "measure_claims", "read_run_metrics", "summarize", "verdict"]
+__all__ = ["CLAIMS", "METRICS", "Claim", "collect_results", "measure_claims", "read_run_metrics", "read_token_stats",
+           "summarize", "verdict"]

@@ -45,6 +45,18 @@ class Preset:
     def steps2(self) -> int:
         return max(1, round(1.5 * self.steps1))
 
+    @property
+    def held_out(self) -> int:
+        """The ``clips`` argument of :func:`~open_videoprism.data.synthetic.generate`: all clips, or
+        the probe_train + test clips when the pretraining count is given apart."""
+        return self.clips - self.pretrain_clips if self.pretrain_clips else self.clips
+
+    def splits(self) -> dict[str, int]:
+        """Clips per split (``pretrain``, ``probe_train``, ``test``)."""
+        from open_videoprism.data.synthetic import split_sizes
+
+        return split_sizes(self.held_out, self.pretrain_clips)
+
 
 # Probes train about 7,500 steps (batch 32): on a validation split (800 probe clips -> 200 held out of
 # probe_train, seed 100, never the test split) stage-1 and stage-2 probes had both reached their plateau
