@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="presets: " + "; ".join(
-            f"{k}: {p.clips} clips ({' / '.join(map(str, p.splits().values()))} pretrain / probe / test), "
+            f"{k}: {p.clips} clips ({p.splits_text()} pretrain / probe / test), "
             f"model {p.model}, stage 1 {p.steps1} steps, stage 2 {p.steps2} steps, {p.seeds} seed(s)"
             for k, p in PRESETS.items()),
     )

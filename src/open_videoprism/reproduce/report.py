@@ -71,11 +71,6 @@ def token_stats_table(results: dict[str, Any], specs: Sequence[RunSpec]) -> list
     return lines
 
 
-def _splits(preset: Preset) -> str:
-    sizes = preset.splits()
-    return " / ".join(str(sizes[k]) for k in ("pretrain", "probe_train", "test"))
-
-
 def models_table(results: dict[str, Any], specs: Sequence[RunSpec]) -> list[str]:
     lines = ["| model | text regime | " + " | ".join(HEADERS.values()) + " |", "|---|---|" + "---:|" * len(HEADERS)]
     for spec in specs:
@@ -163,7 +158,7 @@ def write_report(out: Path, results: dict[str, Any], specs: Sequence[RunSpec], p
         lines += ["", f"![training losses, seed {seeds[0]}](loss_curves.png)"]
     lines += ["", "## Settings", "", "| setting | value |", "|---|---|",
               f"| preset | {results['preset']} |", f"| seeds | {', '.join(map(str, seeds))} |",
-              f"| clips (pretrain / probe_train / test) | {_splits(preset)} |",
+              f"| clips (pretrain / probe_train / test) | {preset.splits_text()} |",
               f"| model | `{preset.model}`; stage-2 and one-stage decoders {preset.decoder_width} wide, one head |",
               f"| stage-1 steps / stage-2 steps / one-stage steps | {preset.steps1} / {preset.steps2} / "
               f"{preset.steps1 + preset.steps2} |",

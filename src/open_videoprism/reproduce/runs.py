@@ -57,6 +57,11 @@ class Preset:
 
         return split_sizes(self.held_out, self.pretrain_clips)
 
+    def splits_text(self) -> str:
+        """``"pretrain / probe_train / test"`` clip counts, for the report and ``--help``."""
+        sizes = self.splits()
+        return " / ".join(str(sizes[k]) for k in ("pretrain", "probe_train", "test"))
+
 
 # Probes train about 7,500 steps (batch 32): on a validation split (800 probe clips -> 200 held out of
 # probe_train, seed 100, never the test split) stage-1 and stage-2 probes had both reached their plateau
