@@ -159,7 +159,7 @@ def write_report(out: Path, results: dict[str, Any], specs: Sequence[RunSpec], p
     lines += ["", "## Settings", "", "| setting | value |", "|---|---|",
               f"| preset | {results['preset']} |", f"| seeds | {', '.join(map(str, seeds))} |",
               f"| clips (pretrain / probe_train / test) | {preset.splits_text()} |",
-              f"| model | `{preset.model}`; stage-2 and one-stage decoders {preset.decoder_width} wide, one head |",
+              f"| model | `{preset.model}`; stage-2 and one-stage decoders {preset.decoder_depth} layers {preset.decoder_width} wide, one head |",
               f"| stage-1 steps / stage-2 steps / one-stage steps | {preset.steps1} / {preset.steps2} / "
               f"{preset.steps1 + preset.steps2} |",
               f"| probe | attentive (MAP), {preset.probe_epochs} epochs, peak lr {preset.probe_lr:g} |"]
