@@ -93,3 +93,17 @@ def test_b16_recipes_train_an_8_frame_time_table_and_inference_interpolates_it()
     assert model.encoder.temporal_pos.shape[0] == 2
     out = model.encode_video(torch.rand(1, 4, 3, 72, 72))  # 4 frames: the 2-row table is interpolated
     assert out.tokens.shape == (1, 4 * 16, 64) and torch.isfinite(out.embedding).all()
+
+
+@pytest.mark.parametrize("preset", ["smoke", "quick", "full"])
+def test_reproduce_presets_give_their_decoders_the_papers_depth_and_size_ratio(preset):
+    from open_videoprism.reproduce.runs import PRESETS
+
+    p = PRESETS[preset]
+    enc_cfg = ovp.get_config(p.model).vision
+    enc = sum(x.numel() for x in ovp.create_model(p.model, device="meta").encoder.parameters())
+    dec_cfg = DecoderConfig(width=p.decoder_width, depth=p.decoder_depth, num_heads=1, mlp_dim=4 * p.decoder_width)
+    with torch.device("meta"):
+        dec = TokenDecoder(enc_cfg.width, enc_cfg.width, dec_cfg, (enc_cfg.num_frames, enc_cfg.grid, enc_cfg.grid))
+    ratio = sum(x.numel() for x in dec.parameters()) / enc
+    assert p.decoder_depth == 4 and 0.08 <= ratio <= 0.16, ratio  # paper (Table 11): 4 layers, 0.12x
