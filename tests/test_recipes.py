@@ -102,8 +102,8 @@ def test_reproduce_presets_give_their_decoders_the_papers_depth_and_size_ratio(p
     p = PRESETS[preset]
     enc_cfg = ovp.get_config(p.model).vision
     enc = sum(x.numel() for x in ovp.create_model(p.model, device="meta").encoder.parameters())
-    dec_cfg = DecoderConfig(width=p.decoder_width, depth=p.decoder_depth, num_heads=1, mlp_dim=4 * p.decoder_width)
     with torch.device("meta"):
-        dec = TokenDecoder(enc_cfg.width, enc_cfg.width, dec_cfg, (enc_cfg.num_frames, enc_cfg.grid, enc_cfg.grid))
+        grid = (enc_cfg.num_frames, enc_cfg.grid, enc_cfg.grid)
+        dec = TokenDecoder(enc_cfg.width, enc_cfg.width, DecoderConfig(**p.decoder()), grid)
     ratio = sum(x.numel() for x in dec.parameters()) / enc
     assert p.decoder_depth == 4 and 0.08 <= ratio <= 0.16, ratio  # paper (Table 11): 4 layers, 0.12x

@@ -66,8 +66,8 @@ def test_smoke_study_runs_every_model_writes_results_and_resumes(tmp_path):
 
     for name in ("stage2", "one-stage"):
         dec = yaml.safe_load((out / "seed-3" / "runs" / name / "config.yaml").read_text())["objective"]["decoder"]
-        w = preset.decoder_width
-        assert (dec["width"], dec["mlp_dim"], dec["num_heads"], dec["depth"]) == (w, 4 * w, 1, preset.decoder_depth), name
+        assert {k: dec[k] for k in preset.decoder()} == preset.decoder(), name
+        assert (dec["mlp_dim"], dec["num_heads"]) == (4 * dec["width"], 1), name
     # Stage 2 trained with the paper's proportions: 1.5x the stage-1 steps.
     rows = [json.loads(x) for x in (out / "seed-3" / "runs" / "stage2" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == PRESETS["smoke"].steps2 == round(1.5 * PRESETS["smoke"].steps1)

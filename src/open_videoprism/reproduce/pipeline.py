@@ -170,10 +170,8 @@ def _pretrain(spec: RunSpec, preset: Preset, data: Path, runs: Path, seed: int, 
     recipe = load_config(spec.recipe)
     warmup = max(1, round(recipe.schedule.warmup_steps / recipe.steps * steps))
     overrides = [f"seed={seed}", f"steps={steps}", f"schedule.warmup_steps={warmup}", f"model.name={preset.model}"]
-    if "decoder" in recipe.objective:  # stage 2 and the one-stage baseline: one head, MLP 4x
-        w = preset.decoder_width
-        overrides += [f"objective.decoder.width={w}", f"objective.decoder.mlp_dim={4 * w}",
-                      f"objective.decoder.depth={preset.decoder_depth}", "objective.decoder.num_heads=1"]
+    if "decoder" in recipe.objective:  # stage 2 and the one-stage baseline
+        overrides += [f"objective.decoder.{k}={v}" for k, v in preset.decoder().items()]
     if spec.init:
         overrides.append(f"model.init={runs / spec.init}")
     if spec.locked:

@@ -59,6 +59,11 @@ class Preset:
 
         return split_sizes(self.held_out, self.pretrain_clips)
 
+    def decoder(self) -> dict[str, int]:
+        """The ``objective.decoder`` settings of stage 2 and the one-stage baseline: one head, MLP 4x."""
+        w = self.decoder_width
+        return {"width": w, "depth": self.decoder_depth, "num_heads": 1, "mlp_dim": 4 * w}
+
     def splits_text(self) -> str:
         """``"pretrain / probe_train / test"`` clip counts, for the report and ``--help``."""
         sizes = self.splits()
