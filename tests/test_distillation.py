@@ -237,3 +237,50 @@ def test_registry_options_and_builder(tmp_path) -> None:
     assert obj.collate_fn.generator.name == "tube" and not obj.token_decoder.shuffle
     for k, v in teacher.encoder.state_dict().items():
         assert torch.equal(obj.student.encoder.state_dict()[k], v), k
+
+
+def test_student_hold_keeps_the_student_bit_identical_while_the_decoders_learn() -> None:
+    """``student_hold_steps``: the engine's per-group schedule gives the student lr 0 until the hold
+    ends (AdamW then changes nothing, weight decay included), the decoders train from step 0."""
+    from open_videoprism.optim import set_group_lrs
+
+    obj = DistillationObjective(_teacher(), DistillationOptions(decoder=SMALL_DECODER), student_hold_steps=2)
+    groups = obj.param_groups(0.1)
+    assert [g["start_step"] for g in groups if g["name"].startswith("student_")] == [2, 2]
+    student_ids = {id(p) for p in obj.student.parameters()}
+    assert student_ids == {id(p) for g in groups if g["name"].startswith("student_") for p in g["params"]}
+    assert all(g.get("start_step", 0) == 0 for g in groups if not g["name"].startswith("student_"))
+    opt = torch.optim.AdamW(groups, lr=1e-2, weight_decay=0.1)
+    student0 = {k: v.clone() for k, v in obj.student.state_dict().items()}
+    decoder0 = {k: v.clone() for k, v in obj.token_decoder.state_dict().items()}
+    obj.train()
+    for step in range(3):
+        base = set_group_lrs(opt, step, total_steps=6, warmup_steps=2, decay="cosine")
+        lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+        assert lrs["decay"] == pytest.approx(1e-2 * base)
+        # held at 0, then the student's own warmup starts at step 2 (1/2 of its peak)
+        assert lrs["student_decay"] == (0.0 if step < 2 else pytest.approx(1e-2 * 0.5))
+        out = obj(obj.collate_fn(_batch(seed=step)))
+        opt.zero_grad()
+        out["loss"].backward()
+        assert obj.student.encoder.patch_embed.weight.grad is not None  # moments still follow it
+        opt.step()
+        same = all(torch.equal(v, student0[k]) for k, v in obj.student.state_dict().items())
+        assert same == (step < 2), f"step {step}: student {'changed' if not same else 'unchanged'}"
+        assert any(not torch.equal(v, decoder0[k]) for k, v in obj.token_decoder.state_dict().items())
+
+
+def test_student_hold_is_a_checked_fraction_of_the_steps(tmp_path) -> None:
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="student_hold"):
+            DistillationOptions(student_hold=bad)
+    from open_videoprism.train.config import TrainConfig
+
+    teacher = _teacher()
+    ckpt = ovp.save_checkpoint(tmp_path / "teacher.safetensors", teacher.state_dict(), teacher.cfg)
+    opts = DistillationOptions(decoder=SMALL_DECODER, student_hold=1 / 3)
+    for steps, hold in ((1500, 500), (9, 3), (2, 1), (1, 0)):  # scales with steps=; the student trains >= 1 step
+        obj = build_distillation(opts, train_config=TrainConfig(steps=steps), teacher=str(ckpt))
+        assert obj.student_hold_steps == hold, steps
+    # without a hold the groups are the plain two (earlier runs' optimiser states still resume)
+    assert [g["name"] for g in _objective().param_groups(0.1)] == ["decay", "no_decay"]

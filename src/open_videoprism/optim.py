@@ -71,10 +71,30 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int = 0, decay: str = "
     raise ValueError(f"unknown decay {decay!r}; expected one of {', '.join(DECAYS)}")
 
 
-def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
-    """Set every group's ``lr`` to ``factor`` times its peak (``initial_lr``, else its current ``lr``)."""
+def group_lr_factor(
+    start_step: int, step: int, total_steps: int, warmup_steps: int = 0, decay: str = "cosine", min_lr_ratio: float = 0.0
+) -> float:
+    """:func:`lr_factor` for a parameter group whose schedule starts at ``start_step``: 0 before it
+    (the group is held), then its own warmup and decay over the remaining ``total_steps - start_step``."""
+    if step < start_step:
+        return 0.0
+    return lr_factor(step - start_step, total_steps - start_step, warmup_steps, decay, min_lr_ratio)
+
+
+def set_group_lrs(optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup_steps: int = 0,
+                  decay: str = "cosine", min_lr_ratio: float = 0.0) -> float:
+    """Set every group's ``lr`` for optimiser step ``step`` from its peak and its ``start_step`` (default 0).
+
+    Returns the factor of the groups that start at step 0 (what the logs call ``lr``). A held group
+    gets ``lr`` 0: AdamW then leaves its weights bit-identical (the update and the decoupled weight
+    decay are both scaled by ``lr``) while its moments still follow the gradients.
+    """
+    base = lr_factor(step, total_steps, warmup_steps, decay, min_lr_ratio)
     for g in optimizer.param_groups:
-        g["lr"] = g.setdefault("initial_lr", g["lr"]) * factor
+        start = int(g.get("start_step", 0))
+        f = base if start == 0 else group_lr_factor(start, step, total_steps, warmup_steps, decay, min_lr_ratio)
+        g["lr"] = g.setdefault("initial_lr", g["lr"]) * f
+    return base
 
 
-__all__ = ["DECAYS", "lr_factor", "no_weight_decay", "param_groups", "set_lr"]
+__all__ = ["DECAYS", "group_lr_factor", "lr_factor", "no_weight_decay", "param_groups", "set_group_lrs"]

@@ -51,6 +51,7 @@ from open_videoprism.masks import MaskCollator, MaskConfig, TokenGrid, build_mas
 from open_videoprism.models import VideoPrism, VideoPrismConfig, create_model
 from open_videoprism.models.decoders import DecoderConfig, GlobalDecoder, TokenDecoder
 from open_videoprism.objectives import register_objective
+from open_videoprism.optim import param_groups
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,11 @@ class DistillationOptions:
             ``instance``: each clip's token targets normalised per channel over
             the clip's tokens (data2vec's instance norm), which removes the part
             every token shares (docs/stage2.md).
+        student_hold: the fraction of the run's steps for which the student is
+            held (learning rate 0) while the decoders learn to read the
+            teacher-initialised student; then the student starts its own warmup
+            and decay over the remaining steps. 0 (the paper's setting) moves
+            student and decoders together from step 0 (docs/stage2.md).
     """
 
     shuffle: bool = True
@@ -90,8 +96,11 @@ class DistillationOptions:
     student_from_teacher: bool = True
     global_pool_from_teacher: bool = True
     target_norm: str = "none"
+    student_hold: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.student_hold < 1.0:
+            raise ConfigError(f"objective.student_hold: {self.student_hold}; a fraction of the steps in [0, 1)")
         if self.target_norm not in TARGET_NORMS:
             raise ConfigError(f"objective.target_norm: {self.target_norm!r}; choose from {', '.join(TARGET_NORMS)}")
 
@@ -127,6 +136,8 @@ class DistillationObjective(nn.Module):
         grid: ``(frames, height, width)`` token grid of the training clips, the size
             of the decoder's position tables (default: the student config's; other
             clip sizes are served by resizing the tables).
+        student_hold_steps: optimiser steps the student is held at lr 0
+            (:meth:`param_groups`); the builder sets it from ``options.student_hold``.
     """
 
     frozen_submodules: tuple[str, ...] = ("teacher",)
@@ -137,8 +148,12 @@ class DistillationObjective(nn.Module):
         options: DistillationOptions | None = None,
         student: VideoPrism | None = None,
         grid: tuple[int, int, int] | None = None,
+        student_hold_steps: int = 0,
     ) -> None:
         super().__init__()
+        if student_hold_steps < 0:
+            raise ConfigError(f"student_hold_steps: {student_hold_steps}; must be >= 0")
+        self.student_hold_steps = student_hold_steps
         opts = options or DistillationOptions()
         if opts.teacher_dtype not in _DTYPES:
             raise ConfigError(f"objective.teacher_dtype: {opts.teacher_dtype!r} is not one of {', '.join(_DTYPES)}")
@@ -175,6 +190,19 @@ class DistillationObjective(nn.Module):
     def export_model(self) -> VideoPrism:
         """The student, encoder-only: what ``ovp.load`` and the evaluation tools read."""
         return self.student
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The decoders' groups, then the student's, which start at ``student_hold_steps``
+        (the engine holds a group at lr 0 until its ``start_step``). Without a hold: the plain two
+        groups, so checkpoints of earlier runs still resume."""
+        if not self.student_hold_steps:
+            return param_groups(self, weight_decay)
+        student = param_groups(self.student, weight_decay)
+        for g in student:
+            g["name"] = f"student_{g['name']}"
+            g["start_step"] = self.student_hold_steps
+        rest = [m for n, m in self.named_children() if n not in ("student", "teacher")]
+        return [*param_groups(nn.ModuleList(rest), weight_decay), *student]
 
     @torch.no_grad()
     def teacher_targets(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -236,6 +264,9 @@ def build_distillation(options: DistillationOptions, *, train_config: Any, teach
     """Registry builder: load the teacher from ``--teacher`` and build the student."""
     if options.teacher_dtype not in _DTYPES:
         raise ConfigError(f"objective.teacher_dtype: {options.teacher_dtype!r} is not one of {', '.join(_DTYPES)}")
+    # The hold as steps of this run (the fraction scales with `steps=`); the student always trains at least one.
+    steps = int(getattr(train_config, "steps", 0) or 0)
+    hold = min(round(options.student_hold * steps), max(0, steps - 1))
     teacher_model = _resolve_teacher(teacher)
     # Stage 2 never runs the teacher's text tower: free it on every rank (B: 44 % of the LvT weights, g: 26 %).
     teacher_model.text = None
@@ -249,13 +280,14 @@ def build_distillation(options: DistillationOptions, *, train_config: Any, teach
     if data is not None:  # size the decoder positions for the training clips
         side = data.image_size // teacher_model.cfg.vision.patch_size
         grid = (data.num_frames, side, side)
-    objective = DistillationObjective(teacher_model, options, student, grid)
+    objective = DistillationObjective(teacher_model, options, student, grid, student_hold_steps=hold)
     if getattr(train_config.model, "grad_checkpointing", False):
         objective.student.set_grad_checkpointing(True)
     log.info(
-        "stage 2: teacher %s (width %d), student width %d, mask %s ratio %.2f, shuffle %s, global %s",
+        "stage 2: teacher %s (width %d), student width %d, mask %s ratio %.2f, shuffle %s, global %s, "
+        "student held for %d steps",
         teacher, teacher_model.cfg.vision.width, objective.student.cfg.vision.width,
-        options.mask.type, options.mask.ratio, options.shuffle, options.global_distillation,
+        options.mask.type, options.mask.ratio, options.shuffle, options.global_distillation, hold,
     )
     return objective
 

@@ -42,7 +42,7 @@ from torch import nn
 
 from open_videoprism.atomic import write_text
 from open_videoprism.errors import CheckpointError, TrainingDiverged, UserError
-from open_videoprism.optim import lr_factor, param_groups, set_lr
+from open_videoprism.optim import param_groups, set_group_lrs
 from open_videoprism.precision import resolve_dtype
 from open_videoprism.runlock import acquire as acquire_run_lock
 from open_videoprism.runlock import release as release_run_lock
@@ -441,8 +441,8 @@ class Trainer:
         floats when the host had to check them before the update (else None), samples and data seconds."""
         cfg = self.cfg
         sched = cfg.schedule
-        factor = lr_factor(self.step, cfg.steps, sched.warmup_steps, sched.decay, sched.min_lr_ratio)
-        set_lr(self.optimizer, factor)
+        # Per group: a group may start its schedule late (the stage-2 student held while its decoders learn).
+        factor = set_group_lrs(self.optimizer, self.step, cfg.steps, sched.warmup_steps, sched.decay, sched.min_lr_ratio)
         self.optimizer.zero_grad(set_to_none=True)
         if self.feature_cache:
             values, samples, data_s = self._accumulate_with_feature_cache(model, batches)
