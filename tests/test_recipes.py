@@ -107,3 +107,9 @@ def test_reproduce_presets_give_their_decoders_the_papers_depth_and_size_ratio(p
         dec = TokenDecoder(enc_cfg.width, enc_cfg.width, DecoderConfig(**p.decoder()), grid)
     ratio = sum(x.numel() for x in dec.parameters()) / enc
     assert p.decoder_depth == 4 and 0.08 <= ratio <= 0.16, ratio  # paper (Table 11): 4 layers, 0.12x
+
+
+def test_only_the_miniature_stage2_recipe_holds_its_student() -> None:
+    """The paper's recipe moves the student from step 0; the miniature holds it for a third (docs/stage2.md)."""
+    assert objective_options(load_config("b16-stage2")).student_hold == 0.0
+    assert objective_options(load_config("stage2-tiny")).student_hold == pytest.approx(1 / 3, abs=1e-3)

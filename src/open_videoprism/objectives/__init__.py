@@ -9,7 +9,8 @@ nothing about stages. The contract:
 - ``export_model() -> VideoPrism``: the model written as the run's final
   encoder checkpoint (``RUN/final/model.safetensors``);
 - optional ``param_groups(weight_decay) -> list[dict]``: custom optimiser groups
-  (default: :func:`open_videoprism.optim.param_groups` on the objective);
+  (default: :func:`open_videoprism.optim.param_groups` on the objective); a group's
+  ``start_step`` holds it at lr 0 until then (:func:`open_videoprism.optim.set_group_lrs`);
 - optional ``collate_fn``: a callable ``batch dict -> batch dict`` the engine
   passes to ``open_videoprism.data.build_loader(collate_fn=...)``, e.g. a mask
   collator adding ``visible_idx`` / ``masked_idx``;
