@@ -146,9 +146,9 @@ def dtype_rows(args: argparse.Namespace, cfg: VideoPrismConfig, v: torch.Tensor,
         # weights with their bias/GELU fused (CPU). The flag is read at compile time (the first call, below).
         frozen = torch.compile(ovp.create_model(cfg, dtype=dtype, attn_impl="fast").encoder)
         compiled["fast, torch.compile + freezing"] = lambda: frozen(v)
-    import torch._inductor.config as inductor_config
-
     for label, fn in compiled.items():
+        import torch._inductor.config as inductor_config  # only when something is compiled
+
         inductor_config.freezing = "freezing" in label
         t0 = time.perf_counter()
         with torch.inference_mode():

@@ -89,12 +89,10 @@ def set_group_lrs(optimizer: torch.optim.Optimizer, step: int, total_steps: int,
     gets ``lr`` 0: AdamW then leaves its weights bit-identical (the update and the decoupled weight
     decay are both scaled by ``lr``) while its moments still follow the gradients.
     """
-    base = lr_factor(step, total_steps, warmup_steps, decay, min_lr_ratio)
     for g in optimizer.param_groups:
-        start = int(g.get("start_step", 0))
-        f = base if start == 0 else group_lr_factor(start, step, total_steps, warmup_steps, decay, min_lr_ratio)
+        f = group_lr_factor(int(g.get("start_step", 0)), step, total_steps, warmup_steps, decay, min_lr_ratio)
         g["lr"] = g.setdefault("initial_lr", g["lr"]) * f
-    return base
+    return lr_factor(step, total_steps, warmup_steps, decay, min_lr_ratio)
 
 
 __all__ = ["DECAYS", "group_lr_factor", "lr_factor", "no_weight_decay", "param_groups", "set_group_lrs"]
