@@ -140,3 +140,24 @@ def test_bad_options_are_one_clear_error(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [err[0]] and message in err[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_claim_about_two_gains_measures_their_difference_per_seed():
+    # Stage 2's premise: it gains more over a noisy-text stage 1 than over an all-clean one.
+    vals = {("stage2", 0): 60.0, ("stage1", 0): 55.0, ("stage2-clean", 0): 60.0, ("stage1-clean", 0): 70.0,
+            ("stage2", 1): 50.0, ("stage1", 1): 52.0, ("stage2-clean", 1): 71.0, ("stage1-clean", 1): 70.0}
+    runs = [{"name": n, "seed": s, "metrics": {"motion_top1": v}} for (n, s), v in vals.items()]
+    claims = {x["claim"]: x for x in measure_claims(runs, [0, 1])}
+    c = claims["Stage 2 gains more on motion after noisy text than after all-clean captions"]
+    assert (c["a"], c["b"], c["c"], c["d"]) == ("stage2", "stage1", "stage2-clean", "stage1-clean")
+    assert c["deltas"] == [15.0, -3.0] and c["mean"] == 6.0
+    # A seed without a clean run has no delta for it; without any clean run the claim is left out.
+    partial = [r for r in runs if not (r["name"] == "stage1-clean" and r["seed"] == 1)]
+    assert {x["claim"]: x for x in measure_claims(partial, [0, 1])}[c["claim"]]["deltas"] == [15.0]
+    mixed_only = [r for r in runs if "clean" not in r["name"]]
+    assert c["claim"] not in {x["claim"] for x in measure_claims(mixed_only, [0, 1])}
+    # The report names all four runs of it.
+    from open_videoprism.reproduce.report import claims_table
+
+    row = next(r for r in claims_table({"seeds": [0, 1], "claims": [c]}) if c["claim"] in r)
+    assert "(`stage2` - `stage1`) - (`stage2-clean` - `stage1-clean`)" in row

@@ -48,7 +48,10 @@ def claims_table(results: dict[str, Any]) -> list[str]:
         ours = "-" if c["mean"] is None else (f"{c['mean']:+.1f}" + ("" if c["std"] is None else f" +- {c['std']:.1f}"))
         paper = _signed(c["paper_delta"]) if c["paper_delta"] is not None else ("> 0" if c["paper_claim"] else "n/a")
         seeds = ", ".join(f"{d:+.1f}" for d in c["deltas"]) or "-"
-        lines.append(f"| {c['claim']} (`{c['a']}` - `{c['b']}`, {HEADERS[c['metric']]}) | {c['paper_source']} | "
+        pair = f"`{c['a']}` - `{c['b']}`"
+        if c.get("c") and c.get("d"):  # a difference of two gains; results of older versions have no c, d
+            pair = f"({pair}) - (`{c['c']}` - `{c['d']}`)"
+        lines.append(f"| {c['claim']} ({pair}, {HEADERS[c['metric']]}) | {c['paper_source']} | "
                      f"{paper} | {ours} | {seeds} | {c['verdict']} |")
     return lines
 
